@@ -1,0 +1,5 @@
+"""Build hook: setuptools reads all metadata from pyproject.toml."""
+
+from setuptools import setup
+
+setup()

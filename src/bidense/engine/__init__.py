@@ -1,0 +1,1 @@
+"""bidense.engine (see package docs)."""

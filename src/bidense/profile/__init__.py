@@ -1,0 +1,1 @@
+"""bidense.profile (see package docs)."""
