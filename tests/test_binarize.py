@@ -348,3 +348,22 @@ def test_conv_with_binarizers_matches_float64_reference():
         for j in range(6):
             ref[:, i, j] = np.einsum("oikl,ikl->o", wq, xp[:, i : i + 3, j : j + 3])
     np.testing.assert_allclose(y[0].detach().numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_dab_on_2d_input_keeps_samples_apart():
+    dab = B.DAB(3, channel_dim=-1)
+    with torch.no_grad():
+        dab.k.fill_(0.5)
+        dab.a.fill_(0.2)
+    x = torch.tensor([[1.0, -2.0, 0.5], [3.0, 1.0, -1.0]])
+    # no positions: mu = x, tau = 0.5 x, s = 0.5 x, m = |s|
+    s = 0.5 * x.double().numpy()
+    expected = np.exp(0.2 * (np.abs(s) - 1)) * np.sign(s)
+    np.testing.assert_allclose(dab(x).detach().numpy(), expected, rtol=1e-6)
+    torch.testing.assert_close(dab(x[:1]), dab(x)[:1])
+
+
+def test_xnor_output_scale_accepts_string_padding():
+    x = torch.randn(1, 2, 5, 5)
+    k = B.XNORActivation().output_scale(x, (3, 2, 3, 3), padding="same")
+    assert k.shape == (1, 1, 5, 5)

@@ -101,7 +101,8 @@ class XNORActivation(ActivationBinarizer):
             return a.mean(dim=(2, 3), keepdim=True)
         kh, kw = int(weight_shape[-2]), int(weight_shape[-1])
         box = a.new_full((1, 1, kh, kw), 1.0 / (kh * kw))
-        return F.conv2d(a, box, None, _pair(stride), _pair(padding), _pair(dilation))
+        pad = padding if isinstance(padding, str) else _pair(padding)
+        return F.conv2d(a, box, None, _pair(stride), pad, _pair(dilation))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, use_k={self.use_k}"
@@ -202,9 +203,14 @@ class DAB(ActivationBinarizer):
     def threshold_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(tau, alpha)`` broadcastable to ``x`` (used by the exporter as well)."""
         dims = self._stat_dims(x)
-        mu = x.detach().mean(dim=dims, keepdim=True)
+
+        def mean(t: Tensor) -> Tensor:
+            # (B, C) input has no positions: each statistic is the value itself
+            return t.mean(dim=dims, keepdim=True) if dims else t
+
+        mu = mean(x.detach())
         tau = self._per_channel(self.k, x) * mu + self._per_channel(self.b, x)
-        m = (x.detach() - tau.detach()).abs().mean(dim=dims, keepdim=True)
+        m = mean((x.detach() - tau.detach()).abs())
         alpha = torch.exp(self._per_channel(self.a, x) * (m - 1.0))
         if self.scale == "shared":
             alpha = alpha.mean(dim=self.channel_dim, keepdim=True)

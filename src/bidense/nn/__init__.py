@@ -1,0 +1,41 @@
+"""Binary layers for dense prediction (sits on :mod:`bidense.binarize`).
+
+- :class:`BinaryConv2d`, :class:`BinaryConvTranspose2d`, :class:`BinaryLinear`: ops on
+  binarized activations and weights, binarizers by registry name or module.
+- :func:`channel_adaptive_bypass` (CFB) and :func:`cfb_matrix`: BiDense's parameter-free
+  channel map.
+- :class:`BiDenseConv2d`, :class:`BiDenseConvTranspose2d`, :class:`BiDenseDown`,
+  :class:`BiDenseUp`, :class:`BiDenseTransition`, :class:`BiDenseLinear`: BiDense blocks.
+- :class:`LearnableBias`, :class:`RPReLU`, :class:`Maxout`: FP non-linearities between blocks.
+"""
+
+from .activations import LearnableBias, Maxout, RPReLU
+from .bidense import (
+    BiDenseConv2d,
+    BiDenseConvTranspose2d,
+    BiDenseDown,
+    BiDenseLinear,
+    BiDenseTransition,
+    BiDenseUp,
+)
+from .binary import LATENT_INIT_STD, BinaryConv2d, BinaryConvTranspose2d, BinaryLinear
+from .bypass import cfb_matrix, channel_adaptive_bypass, channel_adaptive_bypass_groups
+
+__all__ = [
+    "LATENT_INIT_STD",
+    "BiDenseConv2d",
+    "BiDenseConvTranspose2d",
+    "BiDenseDown",
+    "BiDenseLinear",
+    "BiDenseTransition",
+    "BiDenseUp",
+    "BinaryConv2d",
+    "BinaryConvTranspose2d",
+    "BinaryLinear",
+    "LearnableBias",
+    "Maxout",
+    "RPReLU",
+    "cfb_matrix",
+    "channel_adaptive_bypass",
+    "channel_adaptive_bypass_groups",
+]

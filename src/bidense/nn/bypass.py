@@ -1,0 +1,125 @@
+"""CFB: the Channel-adaptive Full-precision Bypass of BiDense.
+
+Yin et al., *BiDense: Binarization for Dense Prediction*, arXiv 2411.10346 (2024), and the
+reference code ``frickyinn/BiDense``. The map is parameter-free and acts on channels only.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Grouping = Literal["strided", "contiguous"]
+_GROUPINGS = ("strided", "contiguous")
+
+__all__ = ["channel_adaptive_bypass", "channel_adaptive_bypass_groups", "cfb_matrix"]
+
+
+def _check(c_in: int, c_out: int, grouping: str) -> None:
+    if grouping not in _GROUPINGS:
+        raise ValueError(f"CFB grouping must be 'strided' or 'contiguous', got {grouping!r}")
+    if int(c_in) < 1 or int(c_out) < 1:
+        raise ValueError(f"CFB needs positive channel counts, got {c_in} -> {c_out}")
+
+
+@lru_cache(maxsize=256)
+def channel_adaptive_bypass_groups(
+    c_in: int, c_out: int, grouping: Grouping = "strided"
+) -> tuple[tuple[int, ...], ...]:
+    """The input channels averaged into each CFB output channel, in output order.
+
+    Returns a tuple of ``c_out`` tuples of input indices; output channel ``j`` is the mean of
+    ``x[groups[j]]``. The rule is the one documented in :func:`channel_adaptive_bypass`.
+    """
+    _check(c_in, c_out, grouping)
+    r, m = divmod(c_out, c_in)
+    out: list[tuple[int, ...]] = [(j % c_in,) for j in range(r * c_in)]
+    if m > 0:
+        g = c_in // m
+        for j in range(m - 1):
+            if grouping == "strided":
+                out.append(tuple(i * (m - 1) + j for i in range(g)))
+            else:
+                out.append(tuple(range(j * g, (j + 1) * g)))
+        out.append(tuple(range(g * (m - 1), c_in)))
+    return tuple(out)
+
+
+@lru_cache(maxsize=256)
+def _cfb_matrix_cached(c_in: int, c_out: int, grouping: Grouping) -> np.ndarray:
+    mat = np.zeros((c_out, c_in), dtype=np.float64)
+    for j, members in enumerate(channel_adaptive_bypass_groups(c_in, c_out, grouping)):
+        mat[j, list(members)] = 1.0 / len(members)
+    mat.setflags(write=False)
+    return mat
+
+
+def cfb_matrix(c_in: int, c_out: int, grouping: Grouping = "strided") -> np.ndarray:
+    """CFB as a ``(c_out, c_in)`` float64 averaging matrix: ``CFB(x)[j] = sum_i M[j, i] x[i]``.
+
+    Cached per ``(c_in, c_out, grouping)`` and read-only. Useful to exporters and runtimes that
+    fold the bypass into a matrix product; the layers themselves use the cheaper slicing form.
+    """
+    return _cfb_matrix_cached(int(c_in), int(c_out), grouping)
+
+
+def channel_adaptive_bypass(
+    x: Tensor, out_channels: int, grouping: Grouping = "strided", channel_dim: int = 1
+) -> Tensor:
+    r"""Channel-adaptive Full-precision Bypass (CFB), BiDense (Yin et al., arXiv 2411.10346).
+
+    Maps the ``C_in`` channels of the real-valued tensor ``x`` to ``C_out = out_channels``
+    channels without parameters. With :math:`r = \lfloor C_{out}/C_{in} \rfloor` and
+    :math:`m = C_{out} \bmod C_{in}` the output is the concatenation, in this order, of
+
+    1. tiling ("fusion-up", if :math:`r > 0`): ``x`` repeated ``r`` times as a block, so output
+       channel :math:`j < r C_{in}` is :math:`x_{j \bmod C_{in}}`;
+    2. merging ("fusion-down", if :math:`m > 0`), with :math:`g = \lfloor C_{in}/m \rfloor`:
+       :math:`m-1` regular channels averaging ``g`` inputs each, then one final channel averaging
+       all remaining inputs :math:`x_{g(m-1)}, \dots, x_{C_{in}-1}`. The regular groups are
+
+       - ``grouping="strided"`` (the reference's 2-D version, default): channel
+         :math:`j = \operatorname{mean}_{i<g} x_{i(m-1)+j}`;
+       - ``grouping="contiguous"`` (the reference's 1-D token version): channel
+         :math:`j = \operatorname{mean}_{i<g} x_{jg+i}`.
+
+    Equal widths give the identity (``x`` itself). For :math:`m = 1` (e.g. ``C -> 1`` or
+    ``C -> C+1``) the reference crashes; here the regular part is empty and the final channel is
+    the mean of all inputs, the result the formula defines (``C -> C+1`` gives ``[x, mean(x)]``).
+
+    ``channel_dim`` is 1 for NCHW and -1 for tokens (B, N, C). Vectorised (slicing and means,
+    no loop over channels) and differentiable.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"channel_adaptive_bypass expects a Tensor, got {type(x).__name__}")
+    if x.dim() == 0:
+        raise ValueError("channel_adaptive_bypass needs a tensor with a channel dimension")
+    cdim = channel_dim % x.dim() if -x.dim() <= channel_dim < x.dim() else None
+    if cdim is None:
+        raise ValueError(f"channel_dim={channel_dim} is out of range for a {x.dim()}-D tensor")
+    c_in, c_out = int(x.shape[cdim]), int(out_channels)
+    _check(c_in, c_out, grouping)
+    if c_out == c_in:
+        return x
+    r, m = divmod(c_out, c_in)
+    parts: list[Tensor] = []
+    if r > 0:
+        reps = [1] * x.dim()
+        reps[cdim] = r
+        parts.append(x.repeat(*reps))
+    if m > 0:
+        g = c_in // m
+        n_reg = g * (m - 1)
+        if n_reg > 0:
+            regular = x.narrow(cdim, 0, n_reg)
+            if grouping == "strided":
+                # row-major g x (m-1) grid: averaging over the rows gives stride m-1
+                parts.append(regular.unflatten(cdim, (g, m - 1)).mean(cdim))
+            else:
+                parts.append(regular.unflatten(cdim, (m - 1, g)).mean(cdim + 1))
+        parts.append(x.narrow(cdim, n_reg, c_in - n_reg).mean(cdim, keepdim=True))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=cdim)
