@@ -1,0 +1,833 @@
+/*
+ * bidense.deploy._bkernels -- XNOR/XOR-popcount binary convolution kernels.
+ *
+ * Plain CPython C API over the buffer protocol: no numpy headers, no torch.
+ * Conventions (see docs/runtime.md and shared/reference/engines.md section 5):
+ *   - activations NHWC, channels packed LSB-first into uint64 words, 64 per word,
+ *     bit 1 = -1 (the float sign bit), bit 0 = +1, unused high bits are 0;
+ *   - weights packed the same way in OHWI order;
+ *   - the +-1 dot product over K true bit positions is K - 2*popcount(x XOR w).
+ * Dense convs use implicit GEMM over contiguous row segments of a one-padded copy of the
+ * input, 8-output-channel weight panels and an ISA-specific micro-kernel chosen at run time
+ * (AVX-512 VPOPCNTDQ, AVX2 nibble LUT with byte accumulators, scalar POPCNT, portable C).
+ * Zero padding (PyTorch semantics) is restored exactly by a per-output-channel border
+ * correction: the one-padded count includes the -1 weights of padded taps, which we subtract.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define BK_X86 1
+#include <immintrin.h>
+#else
+#define BK_X86 0
+#endif
+
+enum { P_PORTABLE = 0, P_POPCNT = 1, P_AVX2 = 2, P_AVX512 = 3 };
+
+/* Segments of the reduction: each is `len` contiguous input words at offset `off` (relative to
+ * the pixel's base word) matched with weight K-words starting at `k`. */
+typedef struct {
+    int n;
+    long off[64];
+    int len[64];
+    int k[64];
+} segs_t;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Portable and scalar-POPCNT micro-kernels: 8 oc x 2 px.                                      */
+
+static inline int popc_swar(uint64_t x) {
+    x = x - ((x >> 1) & 0x5555555555555555ULL);
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (int)((x * 0x0101010101010101ULL) >> 56);
+}
+
+#define SCALAR_MK(NAME, ATTR, POPC, NR)                                                         \
+    ATTR static void NAME(const segs_t *sg, const uint64_t *base, long ps,                     \
+                          const uint64_t *panel, int32_t *cnt, long cstride) {                  \
+        int64_t acc[NR][8];                                                                     \
+        for (int p = 0; p < NR; p++)                                                            \
+            for (int i = 0; i < 8; i++) acc[p][i] = 0;                                          \
+        for (int s = 0; s < sg->n; s++) {                                                       \
+            const uint64_t *a = base + sg->off[s];                                              \
+            const uint64_t *w = panel + (long)sg->k[s] * 8;                                     \
+            int len = sg->len[s];                                                               \
+            for (int k = 0; k < len; k++) {                                                     \
+                for (int p = 0; p < NR; p++) {                                                  \
+                    uint64_t v = a[p * ps + k];                                                 \
+                    for (int i = 0; i < 8; i++) acc[p][i] += POPC(v ^ w[k * 8 + i]);            \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        for (int p = 0; p < NR; p++)                                                            \
+            for (int i = 0; i < 8; i++) cnt[p * cstride + i] = (int32_t)acc[p][i];              \
+    }
+
+SCALAR_MK(mk_portable_2, , popc_swar, 2)
+SCALAR_MK(mk_portable_1, , popc_swar, 1)
+
+#if BK_X86
+#define POPC_HW(x) __builtin_popcountll(x)
+SCALAR_MK(mk_popcnt_2, __attribute__((target("popcnt"))), POPC_HW, 2)
+SCALAR_MK(mk_popcnt_1, __attribute__((target("popcnt"))), POPC_HW, 1)
+
+/* ------------------------------------------------------------------------------------------ */
+/* AVX2: nibble-LUT popcount into byte accumulators, vpsadbw flush at most every 31 K-words
+ * (a byte gains at most 8 per step: 31 * 8 = 248 <= 255). 8 oc (two ymm) x NR px. */
+
+#define AVX2_MK(NR)                                                                             \
+    __attribute__((target("avx2,popcnt"))) static void mk_avx2_##NR(                            \
+        const segs_t *sg, const uint64_t *base, long ps, const uint64_t *panel, int32_t *cnt,   \
+        long cstride) {                                                                         \
+        const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,    \
+                                             0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);   \
+        const __m256i m4 = _mm256_set1_epi8(0x0f);                                              \
+        const __m256i zero = _mm256_setzero_si256();                                            \
+        __m256i sA[NR], sB[NR], bA[NR], bB[NR];                                                 \
+        for (int p = 0; p < NR; p++) sA[p] = sB[p] = bA[p] = bB[p] = zero;                      \
+        int since = 0;                                                                          \
+        for (int s = 0; s < sg->n; s++) {                                                       \
+            const uint64_t *a = base + sg->off[s];                                              \
+            const uint64_t *w = panel + (long)sg->k[s] * 8;                                     \
+            int len = sg->len[s];                                                               \
+            int k = 0;                                                                          \
+            while (k < len) {                                                                   \
+                int chunk = len - k;                                                            \
+                if (chunk > 31 - since) chunk = 31 - since;                                     \
+                for (int j = 0; j < chunk; j++, k++) {                                          \
+                    __m256i wA = _mm256_loadu_si256((const __m256i *)(w + k * 8));              \
+                    __m256i wB = _mm256_loadu_si256((const __m256i *)(w + k * 8 + 4));          \
+                    for (int p = 0; p < NR; p++) {                                              \
+                        __m256i v = _mm256_set1_epi64x((long long)a[p * ps + k]);               \
+                        __m256i x = _mm256_xor_si256(v, wA);                                    \
+                        __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, m4));         \
+                        __m256i hi = _mm256_shuffle_epi8(                                       \
+                            lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), m4));                \
+                        bA[p] = _mm256_add_epi8(bA[p], _mm256_add_epi8(lo, hi));                \
+                        x = _mm256_xor_si256(v, wB);                                            \
+                        lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, m4));                 \
+                        hi = _mm256_shuffle_epi8(lut,                                           \
+                                                 _mm256_and_si256(_mm256_srli_epi16(x, 4), m4)); \
+                        bB[p] = _mm256_add_epi8(bB[p], _mm256_add_epi8(lo, hi));                \
+                    }                                                                           \
+                }                                                                               \
+                since += chunk;                                                                 \
+                if (since == 31) {                                                              \
+                    for (int p = 0; p < NR; p++) {                                              \
+                        sA[p] = _mm256_add_epi64(sA[p], _mm256_sad_epu8(bA[p], zero));          \
+                        sB[p] = _mm256_add_epi64(sB[p], _mm256_sad_epu8(bB[p], zero));          \
+                        bA[p] = bB[p] = zero;                                                   \
+                    }                                                                           \
+                    since = 0;                                                                  \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        for (int p = 0; p < NR; p++) {                                                          \
+            sA[p] = _mm256_add_epi64(sA[p], _mm256_sad_epu8(bA[p], zero));                      \
+            sB[p] = _mm256_add_epi64(sB[p], _mm256_sad_epu8(bB[p], zero));                      \
+            int64_t t[8];                                                                       \
+            _mm256_storeu_si256((__m256i *)t, sA[p]);                                           \
+            _mm256_storeu_si256((__m256i *)(t + 4), sB[p]);                                     \
+            for (int i = 0; i < 8; i++) cnt[p * cstride + i] = (int32_t)t[i];                   \
+        }                                                                                       \
+    }
+
+AVX2_MK(4)
+AVX2_MK(1)
+
+/* ------------------------------------------------------------------------------------------ */
+/* AVX-512 VPOPCNTDQ: one zmm = 8 oc x 64 bits of one K-word; vpopcntq gives per-oc counts in
+ * 64-bit lanes directly, so no flush is needed. NPAN panels (8 oc each) x NR px. */
+
+#define AVX512_MK(NPAN, NR)                                                                     \
+    __attribute__((target("avx512f,avx512vpopcntdq"))) static void mk_avx512_##NPAN##_##NR(     \
+        const segs_t *sg, const uint64_t *base, long ps, const uint64_t *panel, long pstride,   \
+        int32_t *cnt, long cstride) {                                                           \
+        __m512i acc[NPAN][NR];                                                                  \
+        for (int q = 0; q < NPAN; q++)                                                          \
+            for (int p = 0; p < NR; p++) acc[q][p] = _mm512_setzero_si512();                    \
+        for (int s = 0; s < sg->n; s++) {                                                       \
+            const uint64_t *a = base + sg->off[s];                                              \
+            const uint64_t *w = panel + (long)sg->k[s] * 8;                                     \
+            int len = sg->len[s];                                                               \
+            for (int k = 0; k < len; k++) {                                                     \
+                __m512i wv[NPAN];                                                               \
+                for (int q = 0; q < NPAN; q++)                                                  \
+                    wv[q] = _mm512_loadu_si512((const void *)(w + q * pstride + k * 8));        \
+                for (int p = 0; p < NR; p++) {                                                  \
+                    __m512i v = _mm512_set1_epi64((long long)a[p * ps + k]);                    \
+                    for (int q = 0; q < NPAN; q++)                                              \
+                        acc[q][p] = _mm512_add_epi64(                                           \
+                            acc[q][p], _mm512_popcnt_epi64(_mm512_xor_si512(v, wv[q])));        \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        for (int q = 0; q < NPAN; q++)                                                          \
+            for (int p = 0; p < NR; p++)                                                        \
+                _mm256_storeu_si256((__m256i *)(cnt + p * cstride + q * 8),                     \
+                                    _mm512_cvtepi64_epi32(acc[q][p]));                          \
+    }
+
+AVX512_MK(2, 6)
+AVX512_MK(2, 1)
+AVX512_MK(1, 6)
+AVX512_MK(1, 1)
+#endif /* BK_X86 */
+
+/* ------------------------------------------------------------------------------------------ */
+/* CPU features and path selection.                                                           */
+
+static int cpu_has(const char *what) {
+#if BK_X86
+    __builtin_cpu_init();
+    if (!strcmp(what, "popcnt")) return __builtin_cpu_supports("popcnt") ? 1 : 0;
+    if (!strcmp(what, "avx2")) return __builtin_cpu_supports("avx2") ? 1 : 0;
+    if (!strcmp(what, "avx512f")) return __builtin_cpu_supports("avx512f") ? 1 : 0;
+    if (!strcmp(what, "avx512vpopcntdq"))
+        return __builtin_cpu_supports("avx512vpopcntdq") ? 1 : 0;
+    if (!strcmp(what, "fma")) return __builtin_cpu_supports("fma") ? 1 : 0;
+    if (!strcmp(what, "bmi2")) return __builtin_cpu_supports("bmi2") ? 1 : 0;
+#else
+    (void)what;
+#endif
+    return 0;
+}
+
+static int path_supported(int path) {
+    switch (path) {
+    case P_PORTABLE: return 1;
+    case P_POPCNT: return cpu_has("popcnt");
+    case P_AVX2: return cpu_has("avx2") && cpu_has("popcnt");
+    case P_AVX512: return cpu_has("avx512f") && cpu_has("avx512vpopcntdq");
+    default: return 0;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dense conv driver.                                                                          */
+
+typedef struct {
+    int N, H, W, C, CW, O, KH, KW, sh, sw, ph, pw, dh, dw, zero_pad;
+    int Ho, Wo, Hp, Wp, NP, K;
+    const uint64_t *in;     /* padded input (N, Hp, Wp, CW) */
+    const uint64_t *panels; /* (NP, K, 8) */
+    const int32_t *negw;    /* (O, KH*KW): number of -1 weights per tap (true channels) */
+    const float *scale;     /* (O,) or (N, O) */
+    int scale_per_n;
+    const float *bias;      /* (O,) */
+    const float *bypass;    /* (N, Ho, Wo, O) or NULL */
+    const float *pre, *slope, *post; /* (O,) or NULL: y = PReLU(y + pre; slope) + post */
+    float *out;             /* (N, Ho, Wo, O) */
+    segs_t sg;
+    int path;
+} conv_t;
+
+/* Fused epilogue for one output pixel, channels [o0, o1), from (already corrected) counts:
+ * y = (K - 2c) * scale + bias (+ bypass) then PReLU(y + pre; slope) + post. Separate simple
+ * loops over restrict pointers so the compiler vectorises them; the float operations and their
+ * order match the numpy path exactly, so every backend gives bit-identical floats. */
+static void epi_pixel(const conv_t *c, int n, long pix, const int32_t *restrict cp, int o0,
+                      int o1, int K) {
+    float *restrict yp = c->out + pix * c->O;
+    const float *restrict sc = c->scale + (c->scale_per_n ? (long)n * c->O : 0);
+    const float *restrict bi = c->bias;
+    for (int o = o0; o < o1; o++) yp[o] = (float)(K - 2 * cp[o]) * sc[o] + bi[o];
+    if (c->bypass) {
+        const float *restrict by = c->bypass + pix * c->O;
+        for (int o = o0; o < o1; o++) yp[o] += by[o];
+    }
+    if (c->slope) {
+        const float *restrict sl = c->slope;
+        if (c->pre)
+            for (int o = o0; o < o1; o++) yp[o] += c->pre[o];
+        for (int o = o0; o < o1; o++) yp[o] = yp[o] > 0.0f ? yp[o] : yp[o] * sl[o];
+        if (c->post)
+            for (int o = o0; o < o1; o++) yp[o] += c->post[o];
+    }
+}
+
+/* Counts for output row (n, oy), panels [p0, p1), then the fused epilogue. */
+static void conv_row(const conv_t *c, int n, int oy, int p0, int p1, int32_t *cnt) {
+    const long cstride = (long)c->NP * 8;
+    const long ps = (long)c->sw * c->CW;
+    const uint64_t *rowbase = c->in + ((long)n * c->Hp + (long)oy * c->sh) * c->Wp * c->CW;
+    const long pstride = (long)c->K * 8;
+    int p = p0;
+    while (p < p1) {
+        const uint64_t *panel = c->panels + (long)p * pstride;
+        int npan = 1;
+#if BK_X86
+        if (c->path == P_AVX512 && p + 1 < p1) npan = 2;
+#endif
+        int ox = 0;
+        while (ox < c->Wo) {
+            const uint64_t *base = rowbase + (long)ox * ps;
+            int32_t *cp = cnt + (long)ox * cstride + (long)p * 8;
+            int done = 1;
+            switch (c->path) {
+#if BK_X86
+            case P_AVX512:
+                if (c->Wo - ox >= 6) {
+                    if (npan == 2) mk_avx512_2_6(&c->sg, base, ps, panel, pstride, cp, cstride);
+                    else mk_avx512_1_6(&c->sg, base, ps, panel, pstride, cp, cstride);
+                    done = 6;
+                } else {
+                    if (npan == 2) mk_avx512_2_1(&c->sg, base, ps, panel, pstride, cp, cstride);
+                    else mk_avx512_1_1(&c->sg, base, ps, panel, pstride, cp, cstride);
+                }
+                break;
+            case P_AVX2:
+                if (c->Wo - ox >= 4) {
+                    mk_avx2_4(&c->sg, base, ps, panel, cp, cstride);
+                    done = 4;
+                } else {
+                    mk_avx2_1(&c->sg, base, ps, panel, cp, cstride);
+                }
+                break;
+            case P_POPCNT:
+                if (c->Wo - ox >= 2) {
+                    mk_popcnt_2(&c->sg, base, ps, panel, cp, cstride);
+                    done = 2;
+                } else {
+                    mk_popcnt_1(&c->sg, base, ps, panel, cp, cstride);
+                }
+                break;
+#endif
+            default:
+                if (c->Wo - ox >= 2) {
+                    mk_portable_2(&c->sg, base, ps, panel, cp, cstride);
+                    done = 2;
+                } else {
+                    mk_portable_1(&c->sg, base, ps, panel, cp, cstride);
+                }
+                break;
+            }
+            ox += done;
+        }
+        p += npan;
+    }
+
+    /* Epilogue. Zero padding: subtract the -1 weights of taps that fell into the padding and
+     * use the count of valid taps in K_eff. Row validity is shared by the whole output row. */
+    const int T = c->KH * c->KW;
+    int rowpad[64];
+    int nrowpad = 0;
+    for (int ky = 0; ky < c->KH; ky++) {
+        int iy = oy * c->sh - c->ph + ky * c->dh;
+        rowpad[ky] = (iy < 0 || iy >= c->H);
+        nrowpad += rowpad[ky];
+    }
+    const int o0 = p0 * 8, o1 = (p1 * 8 < c->O) ? p1 * 8 : c->O;
+    for (int ox = 0; ox < c->Wo; ox++) {
+        long pix = ((long)n * c->Ho + oy) * c->Wo + ox;
+        int32_t *cp = cnt + (long)ox * cstride;
+        int colpad[64];
+        int ncolpad = 0;
+        for (int kx = 0; kx < c->KW; kx++) {
+            int ix = ox * c->sw - c->pw + kx * c->dw;
+            colpad[kx] = (ix < 0 || ix >= c->W);
+            ncolpad += colpad[kx];
+        }
+        int border = c->zero_pad && (nrowpad || ncolpad);
+        if (!border) {
+            epi_pixel(c, n, pix, cp, o0, o1, T * c->C);
+        } else {
+            for (int o = o0; o < o1; o++) {
+                const int32_t *nw = c->negw + (long)o * T;
+                int corr = 0;
+                for (int ky = 0; ky < c->KH; ky++) {
+                    for (int kx = 0; kx < c->KW; kx++)
+                        if (rowpad[ky] || colpad[kx]) corr += nw[ky * c->KW + kx];
+                }
+                cp[o] -= corr; /* counts over valid taps only */
+            }
+            epi_pixel(c, n, pix, cp, o0, o1, (c->KH - nrowpad) * (c->KW - ncolpad) * c->C);
+        }
+    }
+}
+
+static int popc_any(uint64_t x) { return popc_swar(x); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Depthwise conv (groups = C): per-channel counts with bit-sliced counters over the taps.     */
+
+typedef struct {
+    int N, H, W, C, CW, KH, KW, sh, sw, ph, pw, dh, dw, zero_pad, Ho, Wo;
+    const uint64_t *in, *w; /* in (N,H,W,CW); w (KH,KW,CW) */
+    const float *scale;
+    int scale_per_n;
+    const float *bias, *bypass, *pre, *slope, *post;
+    float *out;
+} dw_t;
+
+static void dw_row(const dw_t *d, int n, int oy) {
+    uint64_t planes[16];
+    for (int ox = 0; ox < d->Wo; ox++) {
+        long pix = ((long)n * d->Ho + oy) * d->Wo + ox;
+        int nvalid = 0;
+        for (int ky = 0; ky < d->KH; ky++) {
+            int iy = oy * d->sh - d->ph + ky * d->dh;
+            for (int kx = 0; kx < d->KW; kx++) {
+                int ix = ox * d->sw - d->pw + kx * d->dw;
+                nvalid += (iy >= 0 && iy < d->H && ix >= 0 && ix < d->W);
+            }
+        }
+        long K = d->zero_pad ? nvalid : (long)d->KH * d->KW;
+        for (int cw = 0; cw < d->CW; cw++) {
+            int nb = 0;
+            for (int ky = 0; ky < d->KH; ky++) {
+                int iy = oy * d->sh - d->ph + ky * d->dh;
+                int rowok = iy >= 0 && iy < d->H;
+                for (int kx = 0; kx < d->KW; kx++) {
+                    int ix = ox * d->sw - d->pw + kx * d->dw;
+                    uint64_t wv = d->w[((long)ky * d->KW + kx) * d->CW + cw];
+                    uint64_t xv;
+                    if (rowok && ix >= 0 && ix < d->W)
+                        xv = d->in[(((long)n * d->H + iy) * d->W + ix) * d->CW + cw] ^ wv;
+                    else if (!d->zero_pad)
+                        xv = wv; /* +1 input: XOR with bit 0 */
+                    else
+                        continue;
+                    /* ripple-carry add of one bit per lane into the sliced counter */
+                    uint64_t carry = xv;
+                    for (int b = 0; carry; b++) {
+                        if (b == nb) planes[nb++] = 0;
+                        uint64_t t = planes[b] & carry;
+                        planes[b] ^= carry;
+                        carry = t;
+                    }
+                }
+            }
+            int cmax = d->C - cw * 64;
+            if (cmax > 64) cmax = 64;
+            for (int j = 0; j < cmax; j++) {
+                long cnt = 0;
+                for (int b = 0; b < nb; b++) cnt |= (long)((planes[b] >> j) & 1u) << b;
+                int o = cw * 64 + j;
+                float y = (float)(K - 2 * cnt) * d->scale[(d->scale_per_n ? (long)n * d->C : 0) + o] +
+                          d->bias[o];
+                if (d->bypass) y += d->bypass[pix * d->C + o];
+                if (d->slope) {
+                    if (d->pre) y += d->pre[o];
+                    y = y > 0.0f ? y : y * d->slope[o];
+                    if (d->post) y += d->post[o];
+                }
+                d->out[pix * d->C + o] = y;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Python glue.                                                                                */
+
+/* Get a contiguous buffer of exactly `nbytes` bytes (or none if obj is None and optional). */
+static int get_buf(PyObject *obj, Py_buffer *b, int writable, Py_ssize_t nbytes, const char *name,
+                   int optional) {
+    b->obj = NULL;
+    b->buf = NULL;
+    if (obj == Py_None) {
+        if (optional) return 0;
+        PyErr_Format(PyExc_ValueError, "_bkernels: %s is required", name);
+        return -1;
+    }
+    if (PyObject_GetBuffer(obj, b, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (b->len != nbytes) {
+        PyErr_Format(PyExc_ValueError, "_bkernels: %s has %zd bytes, expected %zd", name, b->len,
+                     nbytes);
+        PyBuffer_Release(b);
+        b->obj = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void rel(Py_buffer *b) {
+    if (b->obj) PyBuffer_Release(b);
+}
+
+static int clamp_threads(int t) {
+    if (t < 1) t = 1;
+    if (t > 1024) t = 1024;
+    return t;
+}
+
+static PyObject *py_conv2d(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ox, *ow, *oout, *oscale, *obias, *obyp, *opre, *oslope, *opost;
+    conv_t c;
+    int threads;
+    memset(&c, 0, sizeof c);
+    if (!PyArg_ParseTuple(args, "OOOiiiiiiiiiiiiiiOiOOOOOii", &ox, &ow, &oout, &c.N, &c.H, &c.W,
+                          &c.C, &c.O, &c.KH, &c.KW, &c.sh, &c.sw, &c.ph, &c.pw, &c.dh, &c.dw,
+                          &c.zero_pad, &oscale, &c.scale_per_n, &obias, &obyp, &opre, &oslope,
+                          &opost, &c.path, &threads))
+        return NULL;
+    if (c.N < 1 || c.H < 1 || c.W < 1 || c.C < 1 || c.O < 1 || c.KH < 1 || c.KW < 1 || c.sh < 1 ||
+        c.sw < 1 || c.ph < 0 || c.pw < 0 || c.dh < 1 || c.dw < 1 || c.KH > 64 || c.KW > 64) {
+        PyErr_SetString(PyExc_ValueError, "_bkernels.conv2d: invalid geometry");
+        return NULL;
+    }
+    if (!path_supported(c.path)) {
+        PyErr_Format(PyExc_RuntimeError, "_bkernels.conv2d: path %d not supported on this CPU",
+                     c.path);
+        return NULL;
+    }
+    c.CW = (c.C + 63) / 64;
+    c.Hp = c.H + 2 * c.ph;
+    c.Wp = c.W + 2 * c.pw;
+    c.Ho = (c.Hp - c.dh * (c.KH - 1) - 1) / c.sh + 1;
+    c.Wo = (c.Wp - c.dw * (c.KW - 1) - 1) / c.sw + 1;
+    if (c.Hp - c.dh * (c.KH - 1) - 1 < 0 || c.Wp - c.dw * (c.KW - 1) - 1 < 0) {
+        PyErr_SetString(PyExc_ValueError, "_bkernels.conv2d: kernel larger than padded input");
+        return NULL;
+    }
+    c.K = c.KH * c.KW * c.CW;
+    c.NP = (c.O + 7) / 8;
+    const int T = c.KH * c.KW;
+
+    Py_buffer bx, bw, bo, bs, bb, bby, bpre, bsl, bpo;
+    memset(&bx, 0, sizeof bx); /* silence maybe-uninitialised warnings */
+    int ok = 0;
+    bx.obj = bw.obj = bo.obj = bs.obj = bb.obj = bby.obj = bpre.obj = bsl.obj = bpo.obj = NULL;
+    if (get_buf(ox, &bx, 0, (Py_ssize_t)c.N * c.H * c.W * c.CW * 8, "x", 0) < 0) goto done;
+    if (get_buf(ow, &bw, 0, (Py_ssize_t)c.O * c.K * 8, "w", 0) < 0) goto done;
+    if (get_buf(oout, &bo, 1, (Py_ssize_t)c.N * c.Ho * c.Wo * c.O * 4, "out", 0) < 0) goto done;
+    if (get_buf(oscale, &bs, 0, (Py_ssize_t)(c.scale_per_n ? c.N : 1) * c.O * 4, "scale", 0) < 0)
+        goto done;
+    if (get_buf(obias, &bb, 0, (Py_ssize_t)c.O * 4, "bias", 0) < 0) goto done;
+    if (get_buf(obyp, &bby, 0, (Py_ssize_t)c.N * c.Ho * c.Wo * c.O * 4, "bypass", 1) < 0)
+        goto done;
+    if (get_buf(opre, &bpre, 0, (Py_ssize_t)c.O * 4, "pre", 1) < 0) goto done;
+    if (get_buf(oslope, &bsl, 0, (Py_ssize_t)c.O * 4, "slope", 1) < 0) goto done;
+    if (get_buf(opost, &bpo, 0, (Py_ssize_t)c.O * 4, "post", 1) < 0) goto done;
+    ok = 1;
+done:
+    if (!ok) {
+        rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb); rel(&bby); rel(&bpre); rel(&bsl);
+        rel(&bpo);
+        return NULL;
+    }
+    c.scale = (const float *)bs.buf;
+    c.bias = (const float *)bb.buf;
+    c.bypass = (const float *)bby.buf;
+    c.pre = (const float *)bpre.buf;
+    c.slope = (const float *)bsl.buf;
+    c.post = (const float *)bpo.buf;
+    c.out = (float *)bo.buf;
+    threads = clamp_threads(threads);
+
+    /* Segments: with dilation 1 the KW taps of one kernel row are one contiguous run. */
+    if (c.dw == 1) {
+        c.sg.n = c.KH;
+        for (int ky = 0; ky < c.KH; ky++) {
+            c.sg.off[ky] = (long)ky * c.dh * c.Wp * c.CW;
+            c.sg.len[ky] = c.KW * c.CW;
+            c.sg.k[ky] = ky * c.KW * c.CW;
+        }
+    } else if (T <= 64) {
+        c.sg.n = T;
+        for (int ky = 0; ky < c.KH; ky++)
+            for (int kx = 0; kx < c.KW; kx++) {
+                int t = ky * c.KW + kx;
+                c.sg.off[t] = ((long)ky * c.dh * c.Wp + (long)kx * c.dw) * c.CW;
+                c.sg.len[t] = c.CW;
+                c.sg.k[t] = t * c.CW;
+            }
+    } else {
+        rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb); rel(&bby); rel(&bpre); rel(&bsl);
+        rel(&bpo);
+        PyErr_SetString(PyExc_ValueError, "_bkernels.conv2d: dilated kernels support <= 64 taps");
+        return NULL;
+    }
+
+    const uint64_t *xin = (const uint64_t *)bx.buf;
+    const uint64_t *wsrc = (const uint64_t *)bw.buf;
+    uint64_t *padded = NULL, *panels = NULL;
+    int32_t *negw = NULL;
+    int failed = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    if (c.ph || c.pw) {
+        /* one-padding: 0 words are +1 inputs */
+        padded = (uint64_t *)calloc((size_t)c.N * c.Hp * c.Wp * c.CW + 8, 8);
+        if (!padded) failed = 1;
+        else {
+            for (int n = 0; n < c.N; n++)
+                for (int y = 0; y < c.H; y++)
+                    memcpy(padded + (((long)n * c.Hp + y + c.ph) * c.Wp + c.pw) * c.CW,
+                           xin + ((long)n * c.H + y) * c.W * c.CW, (size_t)c.W * c.CW * 8);
+            c.in = padded;
+        }
+    } else {
+        c.in = xin;
+    }
+    panels = (uint64_t *)calloc((size_t)c.NP * c.K * 8, 8);
+    negw = (int32_t *)calloc((size_t)c.O * T, 4);
+    if (!panels || !negw) failed = 1;
+    if (!failed) {
+        for (int o = 0; o < c.O; o++) {
+            const uint64_t *wo = wsrc + (long)o * c.K;
+            for (int k = 0; k < c.K; k++) panels[((long)(o / 8) * c.K + k) * 8 + (o % 8)] = wo[k];
+            for (int t = 0; t < T; t++) {
+                int s = 0;
+                for (int cw = 0; cw < c.CW; cw++) s += popc_any(wo[t * c.CW + cw]);
+                negw[(long)o * T + t] = s;
+            }
+        }
+        c.panels = panels;
+        c.negw = negw;
+
+        /* Tasks: output rows x panel blocks, handed out dynamically so that a thread preempted
+         * by other load on a shared machine does not stall the whole call; split panels only when rows are too few to keep
+         * every thread busy. Each output element is computed by exactly one task with the same
+         * arithmetic, so results do not depend on the thread count. */
+        long rows = (long)c.N * c.Ho;
+        int nblk = 1;
+        if (rows < 4L * threads) {
+            nblk = (int)((4L * threads + rows - 1) / rows);
+            if (nblk > c.NP) nblk = c.NP;
+        }
+        /* keep panel pairs together for the 16-oc AVX-512 micro-kernel */
+        int per = (c.NP + nblk - 1) / nblk;
+        if (per % 2 && per < c.NP) per++;
+        nblk = (c.NP + per - 1) / per;
+        long ntask = rows * nblk;
+        size_t cntsz = (size_t)c.Wo * c.NP * 8;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+        {
+            int32_t *cnt = (int32_t *)malloc(cntsz * 4);
+            if (!cnt) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                failed = 1;
+            }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+            for (long t = 0; t < ntask; t++) {
+                if (!cnt) continue;
+                long r = t / nblk;
+                int b = (int)(t % nblk);
+                int p0 = b * per, p1 = p0 + per < c.NP ? p0 + per : c.NP;
+                conv_row(&c, (int)(r / c.Ho), (int)(r % c.Ho), p0, p1, cnt);
+            }
+            free(cnt);
+        }
+    }
+    free(padded);
+    free(panels);
+    free(negw);
+    Py_END_ALLOW_THREADS
+
+    rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb); rel(&bby); rel(&bpre); rel(&bsl); rel(&bpo);
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_depthwise2d(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ox, *ow, *oout, *oscale, *obias, *obyp, *opre, *oslope, *opost;
+    dw_t d;
+    int threads;
+    memset(&d, 0, sizeof d);
+    if (!PyArg_ParseTuple(args, "OOOiiiiiiiiiiiiiOiOOOOOi", &ox, &ow, &oout, &d.N, &d.H, &d.W,
+                          &d.C, &d.KH, &d.KW, &d.sh, &d.sw, &d.ph, &d.pw, &d.dh, &d.dw,
+                          &d.zero_pad, &oscale, &d.scale_per_n, &obias, &obyp, &opre, &oslope,
+                          &opost, &threads))
+        return NULL;
+    if (d.N < 1 || d.H < 1 || d.W < 1 || d.C < 1 || d.KH < 1 || d.KW < 1 || d.sh < 1 ||
+        d.sw < 1 || d.ph < 0 || d.pw < 0 || d.dh < 1 || d.dw < 1 || d.KH * d.KW > 65535) {
+        PyErr_SetString(PyExc_ValueError, "_bkernels.depthwise2d: invalid geometry");
+        return NULL;
+    }
+    d.CW = (d.C + 63) / 64;
+    int hr = d.H + 2 * d.ph - d.dh * (d.KH - 1) - 1, wr = d.W + 2 * d.pw - d.dw * (d.KW - 1) - 1;
+    if (hr < 0 || wr < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "_bkernels.depthwise2d: kernel larger than padded input");
+        return NULL;
+    }
+    d.Ho = hr / d.sh + 1;
+    d.Wo = wr / d.sw + 1;
+    Py_buffer bx, bw, bo, bs, bb, bby, bpre, bsl, bpo;
+    bx.obj = bw.obj = bo.obj = bs.obj = bb.obj = bby.obj = bpre.obj = bsl.obj = bpo.obj = NULL;
+    int ok = 0;
+    if (get_buf(ox, &bx, 0, (Py_ssize_t)d.N * d.H * d.W * d.CW * 8, "x", 0) < 0) goto done;
+    if (get_buf(ow, &bw, 0, (Py_ssize_t)d.KH * d.KW * d.CW * 8, "w", 0) < 0) goto done;
+    if (get_buf(oout, &bo, 1, (Py_ssize_t)d.N * d.Ho * d.Wo * d.C * 4, "out", 0) < 0) goto done;
+    if (get_buf(oscale, &bs, 0, (Py_ssize_t)(d.scale_per_n ? d.N : 1) * d.C * 4, "scale", 0) < 0)
+        goto done;
+    if (get_buf(obias, &bb, 0, (Py_ssize_t)d.C * 4, "bias", 0) < 0) goto done;
+    if (get_buf(obyp, &bby, 0, (Py_ssize_t)d.N * d.Ho * d.Wo * d.C * 4, "bypass", 1) < 0)
+        goto done;
+    if (get_buf(opre, &bpre, 0, (Py_ssize_t)d.C * 4, "pre", 1) < 0) goto done;
+    if (get_buf(oslope, &bsl, 0, (Py_ssize_t)d.C * 4, "slope", 1) < 0) goto done;
+    if (get_buf(opost, &bpo, 0, (Py_ssize_t)d.C * 4, "post", 1) < 0) goto done;
+    ok = 1;
+done:
+    if (!ok) {
+        rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb); rel(&bby); rel(&bpre); rel(&bsl);
+        rel(&bpo);
+        return NULL;
+    }
+    d.in = (const uint64_t *)bx.buf;
+    d.w = (const uint64_t *)bw.buf;
+    d.out = (float *)bo.buf;
+    d.scale = (const float *)bs.buf;
+    d.bias = (const float *)bb.buf;
+    d.bypass = (const float *)bby.buf;
+    d.pre = (const float *)bpre.buf;
+    d.slope = (const float *)bsl.buf;
+    d.post = (const float *)bpo.buf;
+    threads = clamp_threads(threads);
+    long rows = (long)d.N * d.Ho;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+#endif
+    for (long r = 0; r < rows; r++) dw_row(&d, (int)(r / d.Ho), (int)(r % d.Ho));
+    Py_END_ALLOW_THREADS
+    rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb); rel(&bby); rel(&bpre); rel(&bsl); rel(&bpo);
+    Py_RETURN_NONE;
+}
+
+static void pack_row(const float *xr, uint64_t *orow, int C) {
+    int CW = (C + 63) / 64;
+    for (int cw = 0; cw < CW; cw++) {
+        int n = C - cw * 64 < 64 ? C - cw * 64 : 64;
+        uint64_t word = 0;
+        for (int j = 0; j < n; j++) word |= (uint64_t)(xr[cw * 64 + j] < 0.0f) << j;
+        orow[cw] = word;
+    }
+}
+
+#if BK_X86
+/* vcmpltps + vmovmskps: 8 sign bits per instruction pair, LSB-first (engines.md 5.8). The
+ * ordered "<" keeps +0.0, -0.0 and NaN at bit 0, like the scalar path. */
+__attribute__((target("avx2"))) static void pack_row_avx2(const float *xr, uint64_t *orow, int C) {
+    const __m256 zero = _mm256_setzero_ps();
+    int full = C / 64;
+    for (int cw = 0; cw < full; cw++) {
+        uint64_t word = 0;
+        for (int g = 0; g < 8; g++) {
+            __m256 v = _mm256_loadu_ps(xr + cw * 64 + g * 8);
+            word |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ))
+                    << (g * 8);
+        }
+        orow[cw] = word;
+    }
+    if (C % 64) pack_row(xr + full * 64, orow + full, C % 64);
+}
+#endif
+
+/* pack_f32(x, out, rows, C, threads, path): x float32 (rows, C) -> out uint64 (rows, ceil(C/64));
+ * bit = (x < 0), so +0.0, -0.0 and NaN all map to bit 0 (+1). */
+static PyObject *py_pack_f32(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ox, *oout;
+    Py_ssize_t rows;
+    int C, threads, path;
+    if (!PyArg_ParseTuple(args, "OOniii", &ox, &oout, &rows, &C, &threads, &path)) return NULL;
+    int use_avx2 = path >= P_AVX2 && path_supported(P_AVX2);
+    (void)use_avx2;
+    if (rows < 0 || C < 1) {
+        PyErr_SetString(PyExc_ValueError, "_bkernels.pack_f32: invalid shape");
+        return NULL;
+    }
+    int CW = (C + 63) / 64;
+    Py_buffer bx, bo;
+    if (get_buf(ox, &bx, 0, rows * C * 4, "x", 0) < 0) return NULL;
+    if (get_buf(oout, &bo, 1, rows * CW * 8, "out", 0) < 0) {
+        rel(&bx);
+        return NULL;
+    }
+    const float *x = (const float *)bx.buf;
+    uint64_t *out = (uint64_t *)bo.buf;
+    threads = clamp_threads(threads);
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (Py_ssize_t r = 0; r < rows; r++) {
+#if BK_X86
+        if (use_avx2) pack_row_avx2(x + r * C, out + r * CW, C);
+        else
+#endif
+            pack_row(x + r * C, out + r * CW, C);
+    }
+    Py_END_ALLOW_THREADS
+    rel(&bx);
+    rel(&bo);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_cpu_features(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    const char *names[] = {"popcnt", "avx2", "fma", "bmi2", "avx512f", "avx512vpopcntdq"};
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (PyDict_SetItemString(d, names[i], cpu_has(names[i]) ? Py_True : Py_False) < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    return d;
+}
+
+static PyObject *py_path_supported(PyObject *self, PyObject *args) {
+    (void)self;
+    int p;
+    if (!PyArg_ParseTuple(args, "i", &p)) return NULL;
+    return PyBool_FromLong(path_supported(p));
+}
+
+static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+#ifdef _OPENMP
+    int omp = 1;
+#else
+    int omp = 0;
+#endif
+    return Py_BuildValue("{s:O,s:O,s:s}", "openmp", omp ? Py_True : Py_False, "x86_kernels",
+                         BK_X86 ? Py_True : Py_False, "compiler",
+#if defined(__clang__)
+                         "clang " __clang_version__
+#elif defined(__GNUC__)
+                         "gcc " __VERSION__
+#else
+                         "unknown"
+#endif
+    );
+}
+
+static PyMethodDef methods[] = {
+    {"conv2d", py_conv2d, METH_VARARGS, "Dense binary conv (see bidense.deploy.kernels)."},
+    {"depthwise2d", py_depthwise2d, METH_VARARGS, "Depthwise binary conv."},
+    {"pack_f32", py_pack_f32, METH_VARARGS, "Pack float32 rows to sign bits."},
+    {"cpu_features", py_cpu_features, METH_NOARGS, "Run-time CPU features."},
+    {"path_supported", py_path_supported, METH_VARARGS, "Whether a kernel path runs here."},
+    {"build_info", py_build_info, METH_NOARGS, "Compile-time facts."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_bkernels",
+                                    "Binary XOR-popcount kernels for bidense.deploy.", -1,
+                                    methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__bkernels(void) { return PyModule_Create(&moddef); }

@@ -1,0 +1,598 @@
+"""Binary (XNOR/XOR-popcount) convolution kernels on numpy arrays, with no torch dependency.
+
+Conventions (engines.md section 5.1; LCE's layout):
+
+* Activations are **NHWC**, packed along channels **LSB-first into ``uint64`` words**, 64 channels
+  per word: channel ``c`` is bit ``c % 64`` of word ``c // 64``. Bits above the true channel count
+  are 0.
+* **Bit 1 = -1, bit 0 = +1** (the float sign bit). :func:`pack_nhwc` maps ``x < 0`` to bit 1, so
+  ``+0.0``, ``-0.0`` and NaN all become +1. ``torch.sign(0) = 0`` is a third value one bit cannot
+  hold; the caller (the graph runtime) must treat exact zeros/ties separately. :func:`count_zeros`
+  helps to detect them.
+* Weights are packed the same way in canonical **OHWI** order, shape ``(O, KH, KW, ceil(I/64))``.
+* With ``c = popcount(x XOR w)`` over the taps, the +-1 dot product is ``K_eff - 2c``
+  (engines.md 5.1) and every conv returns, in float32 NHWC,
+
+  ``y = (K_eff - 2c) * scale_o + bias_o`` (+ ``bypass``) then optionally
+  ``y = PReLU(y + prelu_pre; prelu) + prelu_post`` (ReActNet's RPReLU when both biases are given).
+
+  ``pad_mode="zero"`` reproduces PyTorch's ``F.conv2d`` on the binarized tensor: padded taps
+  contribute 0 (``K_eff`` counts only valid taps; the compiled kernels compute with +1 padding and
+  subtract the exact per-output-channel border correction, engines.md 7 (1)).
+  ``pad_mode="one"`` treats padded taps as +1 inputs (Larq's ``pad_values=1``).
+
+Backends (``backend()``; forced with ``BIDENSE_KERNEL=avx512|avx2|popcnt|portable|numpy`` or the
+``backend=`` argument): ``avx512`` (VPOPCNTDQ, 16 oc x 6 px), ``avx2`` (nibble-LUT popcount with
+byte accumulators flushed by ``vpsadbw`` at most every 31 K-words, 8 oc x 4 px, engines.md 5.5-5.6),
+``popcnt`` (scalar POPCNT, 8 oc x 2 px), ``portable`` (plain C, SWAR popcount) and ``numpy`` (pure
+numpy reference path used when the extension is not built). All integer results are bit-exact on
+every backend, and the float epilogue uses the same float32 operations everywhere, so the backends
+agree bit for bit. The depthwise kernel is a single ISA-independent C routine (bit-sliced counters)
+on every compiled backend.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+try:  # the compiled extension is optional (see setup.py)
+    from bidense.deploy import _bkernels as _ext
+
+    _EXT_ERROR: str | None = None
+except ImportError as _exc:  # pragma: no cover - depends on the build
+    _ext = None
+    _EXT_ERROR = str(_exc)
+
+__all__ = [
+    "BACKENDS",
+    "available_backends",
+    "backend",
+    "binary_conv2d",
+    "binary_conv2d_dab",
+    "binary_conv_transpose2d",
+    "count_zeros",
+    "cpu_features",
+    "extension_info",
+    "pack_nhwc",
+    "pack_weights_ohwi",
+    "pack_weights_transpose",
+    "unpack_nhwc",
+]
+
+#: All backends, fastest first.
+BACKENDS: tuple[str, ...] = ("avx512", "avx2", "popcnt", "portable", "numpy")
+_PATH_ID = {"portable": 0, "popcnt": 1, "avx2": 2, "avx512": 3}
+_ENV = "BIDENSE_KERNEL"
+
+IntPair = int | Sequence[int]
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend selection
+
+
+def extension_info() -> dict:
+    """Facts about the compiled extension: whether it loaded, why not, OpenMP, compiler."""
+    if _ext is None:
+        return {"available": False, "error": _EXT_ERROR}
+    info = dict(_ext.build_info())
+    info["available"] = True
+    return info
+
+
+def cpu_features() -> dict[str, bool]:
+    """Run-time CPU features relevant to the kernels (all False without the extension)."""
+    if _ext is None:
+        names = ("popcnt", "avx2", "fma", "bmi2", "avx512f", "avx512vpopcntdq")
+        return dict.fromkeys(names, False)
+    return dict(_ext.cpu_features())
+
+
+def available_backends() -> list[str]:
+    """Backends that can run on this machine and build, fastest first (``numpy`` always)."""
+    out = []
+    if _ext is not None:
+        out = [b for b in BACKENDS[:-1] if _ext.path_supported(_PATH_ID[b])]
+    return out + ["numpy"]
+
+
+def backend(name: str | None = None) -> str:
+    """Resolve the backend to use.
+
+    ``name`` (or else the ``BIDENSE_KERNEL`` environment variable) forces one; otherwise the
+    fastest available is returned. Forcing an unknown name raises ``ValueError``; forcing one this
+    CPU/build cannot run raises ``RuntimeError`` (never a silent substitution).
+    """
+    forced = name if name is not None else os.environ.get(_ENV, "").strip().lower() or None
+    avail = available_backends()
+    if forced is None:
+        return avail[0]
+    if forced not in BACKENDS:
+        src = "backend argument" if name is not None else f"${_ENV}"
+        raise ValueError(f"{src}: unknown kernel backend {forced!r}; choose one of {BACKENDS}")
+    if forced not in avail:
+        why = (
+            f"the compiled extension is not available ({_EXT_ERROR})"
+            if _ext is None
+            else "this CPU lacks the instructions it needs"
+        )
+        raise RuntimeError(f"kernel backend {forced!r} cannot run here: {why}")
+    return forced
+
+
+_resolve = backend  # the conv functions take a ``backend=`` argument that shadows the name
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def _pair(v: IntPair, name: str, minimum: int) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)):
+        t = (int(v), int(v))
+    else:
+        t = tuple(int(i) for i in v)
+        if len(t) != 2:
+            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
+    if min(t) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def _words(c: int) -> int:
+    return (c + 63) // 64
+
+
+def _check_bits(a: np.ndarray, name: str, ndim: int, channels: int) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a numpy uint64 array, got {type(a).__name__}")
+    if a.dtype != np.uint64:
+        raise ValueError(f"{name} must have dtype uint64 (packed bits), got {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if a.shape[-1] != _words(channels):
+        raise ValueError(
+            f"{name} has {a.shape[-1]} words per position, but {channels} channels need "
+            f"{_words(channels)}"
+        )
+    a = np.ascontiguousarray(a)
+    r = channels % 64
+    if r and a.size and np.any(a[..., -1] >> np.uint64(r)):
+        raise ValueError(f"{name}: bits above channel {channels} must be zero")
+    return a
+
+
+def _check_float(a, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    arr = np.asarray(a)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _scale_bias(scale, bias, n: int, o: int) -> tuple[np.ndarray, bool, np.ndarray]:
+    if scale is None:
+        s = np.ones(o, np.float32)
+    else:
+        s = np.asarray(scale)
+        if s.ndim == 0:
+            s = np.full(o, float(s), np.float32)
+        s = _check_float(s, "scale", (n, o) if s.ndim == 2 else (o,))
+    b = np.zeros(o, np.float32) if bias is None else _check_float(bias, "bias", (o,))
+    return s, s.ndim == 2, b
+
+
+def _opt(a, name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    return None if a is None else _check_float(a, name, shape)
+
+
+def _prelu_args(prelu, prelu_pre, prelu_post, o: int):
+    if prelu is None:
+        if prelu_pre is not None or prelu_post is not None:
+            raise ValueError("prelu_pre/prelu_post need prelu (the slopes)")
+        return None, None, None
+    slope = np.asarray(prelu)
+    if slope.ndim == 0:
+        slope = np.full(o, float(slope), np.float32)
+    return (
+        _check_float(slope, "prelu", (o,)),
+        _opt(prelu_pre, "prelu_pre", (o,)),
+        _opt(prelu_post, "prelu_post", (o,)),
+    )
+
+
+def _threads(threads: int) -> int:
+    if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    return int(threads)
+
+
+def _out_size(size: int, k: int, s: int, p: int, d: int, what: str) -> int:
+    span = size + 2 * p - d * (k - 1) - 1
+    if span < 0:
+        raise ValueError(f"{what}: kernel (dilated extent {d * (k - 1) + 1}) larger than padded "
+                         f"input ({size + 2 * p})")
+    return span // s + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Packing
+
+
+def _pack_bool(neg: np.ndarray) -> np.ndarray:
+    """Pack a boolean (..., C) array (True = -1) into uint64 (..., ceil(C/64)), LSB-first."""
+    c = neg.shape[-1]
+    cw = _words(c)
+    if c != cw * 64:
+        pad = np.zeros(neg.shape[:-1] + (cw * 64 - c,), bool)
+        neg = np.concatenate([neg, pad], axis=-1)
+    by = np.packbits(neg, axis=-1, bitorder="little")
+    return np.ascontiguousarray(by).view("<u8").astype(np.uint64, copy=False)
+
+
+def unpack_nhwc(bits: np.ndarray, channels: int) -> np.ndarray:
+    """Inverse of :func:`pack_nhwc` on signs: uint64 (..., ceil(C/64)) -> float32 +-1 (..., C)."""
+    if not isinstance(bits, np.ndarray) or bits.dtype != np.uint64:
+        raise ValueError("unpack_nhwc: bits must be a numpy uint64 array")
+    if bits.ndim < 1 or bits.shape[-1] != _words(channels):
+        raise ValueError(f"unpack_nhwc: last dim must be {_words(channels)} for {channels} "
+                         f"channels, got shape {bits.shape}")
+    by = np.ascontiguousarray(bits.astype("<u8", copy=False)).view(np.uint8)
+    b = np.unpackbits(by, axis=-1, bitorder="little")[..., :channels]
+    return (1.0 - 2.0 * b).astype(np.float32)
+
+
+def pack_nhwc(x: np.ndarray, *, threads: int = 1, backend: str | None = None) -> np.ndarray:
+    """Pack a float NHWC tensor to sign bits: uint64 ``(N, H, W, ceil(C/64))``.
+
+    Bit 1 = negative (``x < 0``), LSB-first, 64 channels per word, zero bits padding. Exact zeros
+    (and NaN) map to bit 0 = +1; see :func:`count_zeros` for ``torch.sign``'s ternary 0.
+    """
+    if not isinstance(x, np.ndarray) or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError("pack_nhwc: x must be a floating-point numpy array (N, H, W, C)")
+    if x.ndim != 4 or x.shape[-1] < 1:
+        raise ValueError(f"pack_nhwc: x must be 4-D NHWC with C >= 1, got shape {x.shape}")
+    be = _resolve(backend)
+    threads = _threads(threads)
+    if be == "numpy":
+        return _pack_bool(x < 0)
+    xf = np.ascontiguousarray(x, dtype=np.float32)
+    c = x.shape[-1]
+    out = np.empty(x.shape[:-1] + (_words(c),), np.uint64)
+    _ext.pack_f32(xf, out, int(np.prod(x.shape[:-1])), c, threads, _PATH_ID[be])
+    return out
+
+
+def count_zeros(x: np.ndarray) -> int:
+    """Number of exact zeros in ``x`` (values ``torch.sign`` maps to 0, which bits cannot hold)."""
+    return int(np.count_nonzero(np.asarray(x) == 0))
+
+
+def pack_weights_ohwi(w_sign: np.ndarray, *, layout: str = "oihw") -> np.ndarray:
+    """Pack binary conv weights to canonical OHWI bits: uint64 ``(O, KH, KW, ceil(I/64))``.
+
+    ``w_sign`` holds the weights (only the sign matters: ``w < 0`` -> bit 1 = -1, else +1; a 0
+    weight becomes +1). ``layout="oihw"`` is PyTorch's ``Conv2d.weight`` layout (also for grouped
+    and depthwise weights ``(O, I/groups, KH, KW)``); ``layout="ohwi"`` takes OHWI directly.
+    """
+    w = np.asarray(w_sign)
+    if w.ndim != 4 or not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype,
+                                                                                  np.integer)):
+        raise ValueError(f"pack_weights_ohwi: need a 4-D real array, got {w.dtype} {w.shape}")
+    if layout == "oihw":
+        w = w.transpose(0, 2, 3, 1)
+    elif layout != "ohwi":
+        raise ValueError(f"pack_weights_ohwi: layout must be 'oihw' or 'ohwi', got {layout!r}")
+    return _pack_bool(w < 0)
+
+
+def pack_weights_transpose(w_sign: np.ndarray) -> np.ndarray:
+    """Pack PyTorch ``ConvTranspose2d.weight`` ``(I, O, KH, KW)`` to uint64 ``(KH, KW, O, I/64)``.
+
+    Row ``(ky, kx, o)`` is the 1x1 binary conv producing output sub-pixel ``(ky, kx)`` of channel
+    ``o`` (the stride = kernel decomposition used by :func:`binary_conv_transpose2d`).
+    """
+    w = np.asarray(w_sign)
+    if w.ndim != 4:
+        raise ValueError(f"pack_weights_transpose: need (I, O, KH, KW), got shape {w.shape}")
+    return _pack_bool(w.transpose(2, 3, 1, 0) < 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy reference path (exact: +-1 / 0 values, float32 sums of small integers)
+
+
+def _windows(xs, kh, kw, sh, sw, dh, dw, ho, wo):
+    """(N, Hp, Wp, C) -> view (N, Ho, Wo, C, KH, KW) of the conv windows."""
+    v = np.lib.stride_tricks.sliding_window_view(xs, (dh * (kh - 1) + 1, dw * (kw - 1) + 1),
+                                                 axis=(1, 2))
+    return v[:, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw, :, ::dh, ::dw]
+
+
+def _np_dot(x_bits, w_bits, c, stride, padding, dilation, zero_pad, depthwise):
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    xs = unpack_nhwc(x_bits, c)
+    xs = np.pad(xs, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=0.0 if zero_pad else 1.0)
+    if depthwise:
+        kh, kw = w_bits.shape[0], w_bits.shape[1]
+        ws = unpack_nhwc(w_bits, c)  # (KH, KW, C)
+    else:
+        kh, kw = w_bits.shape[1], w_bits.shape[2]
+        ws = unpack_nhwc(w_bits, c)  # (O, KH, KW, C)
+    n, hp, wp = xs.shape[:3]
+    ho = (hp - dh * (kh - 1) - 1) // sh + 1
+    wo = (wp - dw * (kw - 1) - 1) // sw + 1
+    win = _windows(xs, kh, kw, sh, sw, dh, dw, ho, wo)
+    if depthwise:
+        return np.einsum("nhwcij,ijc->nhwc", win, ws, optimize=True)
+    cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
+    return (cols @ ws.reshape(ws.shape[0], -1).T).reshape(n, ho, wo, -1)
+
+
+def _np_epilogue(dot, scale, per_n, bias, bypass, slope, pre, post):
+    s = scale[:, None, None, :] if per_n else scale
+    y = dot.astype(np.float32) * s + bias
+    if bypass is not None:
+        y = y + bypass
+    if slope is not None:
+        if pre is not None:
+            y = y + pre
+        y = np.where(y > 0, y, y * slope)
+        if post is not None:
+            y = y + post
+    return y.astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolutions
+
+
+def binary_conv2d(
+    x_bits: np.ndarray,
+    w_bits: np.ndarray,
+    in_channels: int,
+    kernel: IntPair,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    *,
+    groups: int = 1,
+    scale=None,
+    bias=None,
+    pad_mode: str = "zero",
+    bypass: np.ndarray | None = None,
+    prelu=None,
+    prelu_pre=None,
+    prelu_post=None,
+    threads: int = 1,
+    backend: str | None = None,
+) -> np.ndarray:
+    """Binary conv2d on packed NHWC bits; returns float32 NHWC ``(N, Ho, Wo, O)``.
+
+    ``y = (K_eff - 2*popcount(x XOR w)) * scale_o + bias_o`` (XNOR-Net / LCE formulation: the
+    +-1 dot product over K bit positions is ``K - 2c``), then ``+ bypass`` and the optional
+    PReLU ``PReLU(y + prelu_pre; prelu) + prelu_post``.
+
+    Args:
+        x_bits: uint64 ``(N, H, W, ceil(in_channels/64))`` from :func:`pack_nhwc`.
+        w_bits: uint64 ``(O, KH, KW, ceil((in_channels/groups)/64))`` from
+            :func:`pack_weights_ohwi`.
+        kernel, stride, padding, dilation: ints or pairs (padding is symmetric, like PyTorch).
+        groups: 1 (dense), ``in_channels`` (depthwise, ``O == in_channels``) or any divisor.
+        scale: ``(O,)`` or per-sample ``(N, O)`` (a per-sample scalar DAB alpha folds in here;
+            in the depthwise case a per-sample per-channel alpha does too, exactly).
+        bias: ``(O,)``. bypass: float ``(N, Ho, Wo, O)`` added after the bias.
+        pad_mode: ``"zero"`` (padded taps contribute 0, PyTorch) or ``"one"`` (+1 inputs).
+        threads: kernel threads (OpenMP); results do not depend on it.
+        backend: force a backend (see :func:`backend`).
+    """
+    be = _resolve(backend)
+    threads = _threads(threads)
+    if pad_mode not in ("zero", "one"):
+        raise ValueError(f"pad_mode must be 'zero' or 'one', got {pad_mode!r}")
+    if not isinstance(in_channels, (int, np.integer)) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+    c = int(in_channels)
+    kh, kw = _pair(kernel, "kernel", 1)
+    st, pad, dil = _pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation,
+                                                                                   "dilation", 1)
+    if not isinstance(groups, (int, np.integer)) or groups < 1 or c % groups:
+        raise ValueError(f"groups={groups!r} must be a positive divisor of in_channels={c}")
+    x_bits = _check_bits(x_bits, "x_bits", 4, c)
+    cg = c // groups
+    w_bits = _check_bits(w_bits, "w_bits", 4, cg)
+    o = w_bits.shape[0]
+    if w_bits.shape[1:3] != (kh, kw):
+        raise ValueError(f"w_bits has kernel {w_bits.shape[1:3]}, expected {(kh, kw)}")
+    if o < 1 or o % groups:
+        raise ValueError(f"w_bits has {o} output channels, not a positive multiple of groups")
+    n, h, w = x_bits.shape[:3]
+    ho = _out_size(h, kh, st[0], pad[0], dil[0], "binary_conv2d")
+    wo = _out_size(w, kw, st[1], pad[1], dil[1], "binary_conv2d")
+    scale_a, per_n, bias_a = _scale_bias(scale, bias, n, o)
+    byp = _opt(bypass, "bypass", (n, ho, wo, o))
+    slope, pre, post = _prelu_args(prelu, prelu_pre, prelu_post, o)
+    zero = pad_mode == "zero"
+
+    if groups == 1:
+        return _dense(x_bits, w_bits, c, o, (kh, kw), st, pad, dil, zero, scale_a, per_n, bias_a,
+                      byp, slope, pre, post, threads, be)
+    if groups == c and o == c:
+        # depthwise: bit 0 of each weight word -> channel-packed per tap (KH, KW, C/64)
+        wd = _pack_bool((w_bits[:, :, :, 0] & np.uint64(1)).astype(bool).transpose(1, 2, 0))
+        if be == "numpy":
+            dot = _np_dot(x_bits, wd, c, st, pad, dil, zero, True)
+            return _np_epilogue(dot, scale_a, per_n, bias_a, byp, slope, pre, post)
+        out = np.empty((n, ho, wo, c), np.float32)
+        _ext.depthwise2d(x_bits, wd, out, n, h, w, c, kh, kw, st[0], st[1], pad[0], pad[1],
+                         dil[0], dil[1], int(zero), scale_a, int(per_n), bias_a, byp, pre, slope,
+                         post, threads)
+        return out
+    # general groups: run each group as a dense conv on its own channel slice
+    og = o // groups
+    xs = None if cg % 64 == 0 else unpack_nhwc(x_bits, c) < 0
+    parts = []
+    for g in range(groups):
+        if xs is None:
+            xg = np.ascontiguousarray(x_bits[..., g * cg // 64 : (g + 1) * cg // 64])
+        else:
+            xg = _pack_bool(xs[..., g * cg : (g + 1) * cg])
+        sl = slice(g * og, (g + 1) * og)
+        parts.append(_dense(
+            xg, w_bits[sl], cg, og, (kh, kw), st, pad, dil, zero,
+            np.ascontiguousarray(scale_a[..., sl]), per_n, np.ascontiguousarray(bias_a[sl]),
+            None if byp is None else np.ascontiguousarray(byp[..., sl]),
+            *(None if a is None else np.ascontiguousarray(a[sl]) for a in (slope, pre, post)),
+            threads, be))
+    return np.concatenate(parts, axis=-1)
+
+
+def _dense(x_bits, w_bits, c, o, k, st, pad, dil, zero, scale, per_n, bias, byp, slope, pre,
+           post, threads, be):
+    if be == "numpy":
+        dot = _np_dot(x_bits, w_bits, c, st, pad, dil, zero, False)
+        return _np_epilogue(dot, scale, per_n, bias, byp, slope, pre, post)
+    n, h, w = x_bits.shape[:3]
+    ho = (h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) // st[0] + 1
+    wo = (w + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) // st[1] + 1
+    if max(k) > 64 or (dil[1] > 1 and k[0] * k[1] > 64):
+        raise ValueError(f"binary_conv2d: kernel {k} with dilation {dil} is too large for the "
+                         "compiled kernels (at most 64 per side, 64 taps when dilated)")
+    out = np.empty((n, ho, wo, o), np.float32)
+    _ext.conv2d(x_bits, w_bits, out, n, h, w, c, o, k[0], k[1], st[0], st[1], pad[0], pad[1],
+                dil[0], dil[1], int(zero), scale, int(per_n), bias, byp, pre, slope, post,
+                _PATH_ID[be], threads)
+    return out
+
+
+def binary_conv_transpose2d(
+    x_bits: np.ndarray,
+    w_bits: np.ndarray,
+    in_channels: int,
+    kernel: IntPair,
+    stride: IntPair | None = None,
+    *,
+    scale=None,
+    bias=None,
+    bypass: np.ndarray | None = None,
+    prelu=None,
+    prelu_pre=None,
+    prelu_post=None,
+    threads: int = 1,
+    backend: str | None = None,
+) -> np.ndarray:
+    """Binary transposed conv with ``stride == kernel`` and no padding (the ``BiDenseUp`` case).
+
+    Each output pixel ``(iy*s + ky, ix*s + kx)`` receives exactly one tap, so the layer is
+    ``KH*KW`` exact 1x1 binary convs (engines.md 7 (1)): ``y[n, iy*s+ky, ix*s+kx, o] =
+    (I - 2*popcount(x[n, iy, ix] XOR w[ky, kx, o])) * scale_o + bias_o``, no border, no padding
+    question. Epilogue as in :func:`binary_conv2d`. ``w_bits`` comes from
+    :func:`pack_weights_transpose`; the output is float32 ``(N, H*KH, W*KW, O)``.
+    """
+    be = _resolve(backend)
+    kh, kw = _pair(kernel, "kernel", 1)
+    st = (kh, kw) if stride is None else _pair(stride, "stride", 1)
+    if st != (kh, kw):
+        raise ValueError(f"binary_conv_transpose2d supports only stride == kernel, got "
+                         f"stride {st} for kernel {(kh, kw)}")
+    c = int(in_channels)
+    x_bits = _check_bits(x_bits, "x_bits", 4, c)
+    w_bits = _check_bits(w_bits, "w_bits", 4, c)
+    if w_bits.shape[:2] != (kh, kw):
+        raise ValueError(f"w_bits has kernel {w_bits.shape[:2]}, expected {(kh, kw)}")
+    n, h, w = x_bits.shape[:3]
+    o = w_bits.shape[2]
+    scale_a, per_n, bias_a = _scale_bias(scale, bias, n, o)
+    byp = _opt(bypass, "bypass", (n, h * kh, w * kw, o))
+    slope, pre, post = _prelu_args(prelu, prelu_pre, prelu_post, o)
+    t = kh * kw
+
+    def tile(a):
+        return None if a is None else np.ascontiguousarray(np.tile(a, t))
+
+    s_t = np.ascontiguousarray(np.tile(scale_a, (1, t)) if per_n else np.tile(scale_a, t))
+    if byp is not None:  # to the (N, H, W, KH, KW, O) order of the 1x1 conv's channels
+        byp = np.ascontiguousarray(
+            byp.reshape(n, h, kh, w, kw, o).transpose(0, 1, 3, 2, 4, 5).reshape(n, h, w, t * o))
+    y = binary_conv2d(
+        x_bits, w_bits.reshape(t * o, 1, 1, -1), c, 1, scale=s_t, bias=tile(bias_a),
+        bypass=byp, prelu=tile(slope), prelu_pre=tile(pre), prelu_post=tile(post),
+        threads=threads, backend=be)
+    return np.ascontiguousarray(
+        y.reshape(n, h, w, kh, kw, o).transpose(0, 1, 3, 2, 4, 5).reshape(n, h * kh, w * kw, o))
+
+
+def binary_conv2d_dab(
+    x_bits: np.ndarray,
+    alpha: np.ndarray,
+    w_bits: np.ndarray,
+    in_channels: int,
+    kernel: IntPair,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    *,
+    scale=None,
+    bias=None,
+    pad_mode: str = "zero",
+    bypass: np.ndarray | None = None,
+    prelu=None,
+    prelu_pre=None,
+    prelu_post=None,
+) -> np.ndarray:
+    """Exact dense conv for DAB inputs with a per-sample, per-input-channel scale ``alpha``.
+
+    BiDense's DAB feeds ``alpha[n, c] * s[n, h, w, c]`` (``s`` = +-1 from ``x_bits``) to a conv
+    with +-1 weights, so ``sum_c alpha_c * sum_t w_{o,c,t} s_{c,t}`` cannot come from one
+    XOR-popcount unless all ``alpha_c`` are equal (engines.md 7 (2)). This helper is the **float
+    path**: an im2col + float32 GEMM (numpy/BLAS) of the +-alpha tensor with the +-1 weights,
+    exact to float32 rounding, at roughly fp32 conv speed (weights still stored in 1 bit).
+    Padding: ``"zero"`` pads with 0; ``"one"`` pads with ``+alpha[n, c]`` (a +1 sign scaled by
+    its channel's alpha). Threads are those of numpy's BLAS.
+
+    A per-sample *scalar* alpha needs no float path: pass ``scale=alpha[:, None] * scale_o`` to
+    :func:`binary_conv2d`.
+    """
+    if pad_mode not in ("zero", "one"):
+        raise ValueError(f"pad_mode must be 'zero' or 'one', got {pad_mode!r}")
+    c = int(in_channels)
+    kh, kw = _pair(kernel, "kernel", 1)
+    st, pad, dil = _pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation,
+                                                                                   "dilation", 1)
+    x_bits = _check_bits(x_bits, "x_bits", 4, c)
+    w_bits = _check_bits(w_bits, "w_bits", 4, c)
+    if w_bits.shape[1:3] != (kh, kw):
+        raise ValueError(f"w_bits has kernel {w_bits.shape[1:3]}, expected {(kh, kw)}")
+    n, h, w = x_bits.shape[:3]
+    o = w_bits.shape[0]
+    al = _check_float(alpha, "alpha", (n, c))
+    ho = _out_size(h, kh, st[0], pad[0], dil[0], "binary_conv2d_dab")
+    wo = _out_size(w, kw, st[1], pad[1], dil[1], "binary_conv2d_dab")
+    scale_a, per_n, bias_a = _scale_bias(scale, bias, n, o)
+    byp = _opt(bypass, "bypass", (n, ho, wo, o))
+    slope, pre, post = _prelu_args(prelu, prelu_pre, prelu_post, o)
+    xs = unpack_nhwc(x_bits, c) * al[:, None, None, :]
+    if pad_mode == "zero":
+        xs = np.pad(xs, ((0, 0), pad[:1] * 2, pad[1:] * 2, (0, 0)))
+    else:
+        full = np.broadcast_to(al[:, None, None, :], (n, h + 2 * pad[0], w + 2 * pad[1], c)).copy()
+        full[:, pad[0] : pad[0] + h, pad[1] : pad[1] + w] = xs
+        xs = full
+    win = _windows(xs, kh, kw, st[0], st[1], dil[0], dil[1], ho, wo)
+    cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
+    ws = unpack_nhwc(w_bits, c).reshape(o, -1)
+    dot = (cols @ ws.T).reshape(n, ho, wo, o)
+    return _np_epilogue(dot, scale_a, per_n, bias_a, byp, slope, pre, post)
+
+
+def _describe() -> str:  # pragma: no cover - diagnostic helper
+    return f"bidense kernels: backend={backend()} features={cpu_features()} ext={extension_info()}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.stdout.write(_describe() + "\n")
