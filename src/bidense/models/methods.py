@@ -1,0 +1,282 @@
+"""The method table: a binarization method is a *name* that the architectures look up.
+
+One architecture file serves every method. Each file asks the :class:`MethodSpec` of the
+requested method for
+
+* ``unit(c_in, c_out, k, ...)``: a "conv + BN" unit. For ``fp32`` this is ``Conv2d -> BN``; for
+  the CNN baselines ``BinaryConv2d -> BN`` with the method's binarizers (the "BN-ConvNeXt/UperNet"
+  skeleton of baselines.md); for ``bidense`` a ``BiDenseConv2d`` (DAB -> binary conv -> BN, plus
+  the CFB bypass, bidense-method.md §5).
+* ``nonlinearity(channels, where)``: the real-valued non-linearity between units.
+* ``layout``: ``"fp32"`` (the original full-precision architecture), ``"baseline"`` (block
+  residuals, binary k2s2 transition + BN) or ``"bidense"`` (no block residual, CFB in every conv,
+  Transition with CFB).
+
+Non-linearities (baselines.md):
+
+=========  =====================================  ==========================================
+method     block                                  decoder
+=========  =====================================  ==========================================
+fp32       GELU                                   ReLU
+bnn        GELU (reference BNN skeleton)          ReLU
+xnor       GELU (our choice, as BNN)              ReLU
+bireal     none (Bi-Real Net has no real-valued   none
+           non-linearity besides the shortcut)
+reactnet   RPReLU (ReActNet, with zeta)           RPReLU
+adabin     Maxout (AdaBin)                        Maxout
+bisrnet    LearnableBias + PReLU (reference)      LearnableBias + PReLU
+bidense    LearnableBias + PReLU (§8)             LearnableBias + PReLU
+=========  =====================================  ==========================================
+
+Binarizers (activation / weight, registry names of :mod:`bidense.binarize`): bnn sign/sign,
+xnor xnor/magnitude_aware, bireal approx_sign/magnitude_aware, reactnet rsign/mean_abs,
+adabin adabin/adabin, bisrnet bisrnet/mean_abs, bidense dab/mean_abs (via BiDenseConv2d).
+Linear layers swapped by the converter use the same names except bidense, whose BinaryLinear
+uses RSign and the row-centred mean|W| weights (bidense-method.md §7). The ViT backbone ignores
+this table: every binary method gets the BiViT-style ViT of bidense-method.md §9 (vit.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from torch import nn
+
+METHODS: tuple[str, ...] = (
+    "fp32",
+    "bnn",
+    "xnor",
+    "bireal",
+    "reactnet",
+    "adabin",
+    "bisrnet",
+    "bidense",
+)
+
+
+def _bnn() -> ModuleType:
+    """Import ``bidense.nn`` lazily so that fp32 models never need the binary layers."""
+    return importlib.import_module("bidense.nn")
+
+
+def _binarize() -> ModuleType:
+    return importlib.import_module("bidense.binarize")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How one binarization method builds its layers.
+
+    Attributes:
+        name: method name (one of :data:`METHODS`).
+        layout: ``"fp32"``, ``"baseline"`` or ``"bidense"`` (see module docstring).
+        act: activation binarizer registry name for convolutions (``None`` for fp32).
+        weight: weight binarizer registry name for convolutions.
+        linear_act: activation binarizer name for linear layers.
+        linear_weight: weight binarizer name for linear layers.
+        block_nonlin: non-linearity inside backbone blocks.
+        decoder_nonlin: non-linearity in the decoder.
+    """
+
+    name: str
+    layout: str
+    act: str | None
+    weight: str | None
+    linear_act: str | None
+    linear_weight: str | None
+    block_nonlin: str
+    decoder_nonlin: str
+
+    @property
+    def is_binary(self) -> bool:
+        """True for every method except ``fp32``."""
+        return self.layout != "fp32"
+
+    # -- binarizers ---------------------------------------------------------------------
+    def act_binarizer(self, channels: int, *, linear: bool = False) -> nn.Module:
+        """A fresh activation binarizer for a layer with ``channels`` input channels."""
+        name = self.linear_act if linear else self.act
+        return _binarize().get_activation_binarizer(
+            name, channels, channel_dim=-1 if linear else 1
+        )
+
+    def weight_binarizer(self, out_channels: int, *, linear: bool = False) -> nn.Module:
+        """A fresh weight binarizer for a layer whose weight has ``out_channels`` rows."""
+        name = self.linear_weight if linear else self.weight
+        return _binarize().get_weight_binarizer(name, out_channels)
+
+    # -- layers -------------------------------------------------------------------------
+    def conv(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> nn.Module:
+        """A bare convolution of this method (no BN, no bypass).
+
+        fp32 gives ``nn.Conv2d``; every binary method gives ``BinaryConv2d`` with its
+        binarizers (bidense: DAB activations, mean|W| weights).
+        """
+        if not self.is_binary:
+            return nn.Conv2d(
+                in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
+            )
+        bnn = _bnn()
+        return bnn.BinaryConv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            groups=groups,
+            bias=bias,
+            act_binarizer=self.act_binarizer(in_channels),
+            weight_binarizer=self.weight_binarizer(out_channels),
+        )
+
+    def conv_transpose(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool = False
+    ) -> nn.Module:
+        """A bare transposed convolution of this method (no BN, no bypass)."""
+        if not self.is_binary:
+            return nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, bias=bias)
+        bnn = _bnn()
+        # The weight of a transposed conv is (C_in, C_out, k, k): scales are per input channel.
+        return bnn.BinaryConvTranspose2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            bias=bias,
+            act_binarizer=self.act_binarizer(in_channels),
+            weight_binarizer=self.weight_binarizer(in_channels),
+        )
+
+    def linear(self, in_features: int, out_features: int, bias: bool = True) -> nn.Module:
+        """A linear layer of this method for (B, N, C) tokens."""
+        if not self.is_binary:
+            return nn.Linear(in_features, out_features, bias=bias)
+        return _bnn().BinaryLinear(
+            in_features,
+            out_features,
+            bias=bias,
+            act_binarizer=self.act_binarizer(in_features, linear=True),
+            weight_binarizer=self.weight_binarizer(out_features, linear=True),
+        )
+
+    def unit(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        bias: bool = False,
+        bypass: bool = True,
+    ) -> nn.Module:
+        """A "conv + BN" unit: ``Conv -> BN`` (fp32, baselines) or ``BiDenseConv2d`` (bidense).
+
+        ``bypass`` only matters for bidense (the CFB of bidense-method.md §5); it must be False
+        where the resolution changes.
+        """
+        if self.layout == "bidense":
+            return _bnn().BiDenseConv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                groups=groups,
+                bias=bias,
+                bypass=bypass,
+            )
+        conv = self.conv(in_channels, out_channels, kernel_size, stride, padding, groups, bias)
+        return nn.Sequential(conv, nn.BatchNorm2d(out_channels))
+
+    def nonlinearity(self, channels: int, where: str = "block") -> nn.Module:
+        """The method's real-valued non-linearity (``where`` is ``"block"`` or ``"decoder"``)."""
+        if where not in ("block", "decoder"):
+            raise ValueError(f"where must be 'block' or 'decoder', got {where!r}")
+        kind = self.block_nonlin if where == "block" else self.decoder_nonlin
+        return make_nonlinearity(kind, channels)
+
+
+def make_nonlinearity(kind: str, channels: int) -> nn.Module:
+    """Build a non-linearity by kind name for ``channels`` channels (NCHW)."""
+    if kind == "gelu":
+        return nn.GELU()
+    if kind == "relu":
+        return nn.ReLU(inplace=False)
+    if kind == "identity":
+        return nn.Identity()
+    if kind == "prelu":
+        return nn.PReLU(channels, init=0.25)
+    if kind == "bias_prelu":
+        return nn.Sequential(_bnn().LearnableBias(channels), nn.PReLU(channels, init=0.25))
+    if kind == "rprelu":
+        return _bnn().RPReLU(channels)
+    if kind == "maxout":
+        return _bnn().Maxout(channels)
+    raise ValueError(f"unknown non-linearity kind {kind!r}")
+
+
+_TABLE: dict[str, MethodSpec] = {
+    "fp32": MethodSpec("fp32", "fp32", None, None, None, None, "gelu", "relu"),
+    "bnn": MethodSpec("bnn", "baseline", "sign", "sign", "sign", "sign", "gelu", "relu"),
+    "xnor": MethodSpec(
+        "xnor", "baseline", "xnor", "magnitude_aware", "xnor", "magnitude_aware", "gelu", "relu"
+    ),
+    "bireal": MethodSpec(
+        "bireal",
+        "baseline",
+        "approx_sign",
+        "magnitude_aware",
+        "approx_sign",
+        "magnitude_aware",
+        "identity",
+        "identity",
+    ),
+    "reactnet": MethodSpec(
+        "reactnet", "baseline", "rsign", "mean_abs", "rsign", "mean_abs", "rprelu", "rprelu"
+    ),
+    "adabin": MethodSpec(
+        "adabin", "baseline", "adabin", "adabin", "adabin", "adabin", "maxout", "maxout"
+    ),
+    "bisrnet": MethodSpec(
+        "bisrnet",
+        "baseline",
+        "bisrnet",
+        "mean_abs",
+        "bisrnet",
+        "mean_abs",
+        "bias_prelu",
+        "bias_prelu",
+    ),
+    "bidense": MethodSpec(
+        "bidense",
+        "bidense",
+        "dab",
+        "mean_abs",
+        "rsign",
+        "centered_mean_abs",
+        "bias_prelu",
+        "bias_prelu",
+    ),
+}
+
+
+def get_method(method: str | MethodSpec) -> MethodSpec:
+    """Look up a method by name (a :class:`MethodSpec` is returned unchanged)."""
+    if isinstance(method, MethodSpec):
+        return method
+    if not isinstance(method, str) or method.lower() not in _TABLE:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return _TABLE[method.lower()]
+

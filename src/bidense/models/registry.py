@@ -1,0 +1,63 @@
+"""Model registry: ``create_model(name, task=..., num_classes=..., method=...)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+from .heads import check_task
+from .methods import get_method
+
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str | None = None) -> Callable[[F], F]:
+    """Decorator registering a model factory under ``name`` (default: the function name).
+
+    The factory is called as ``factory(task=..., num_classes=..., method=..., max_depth=...,
+    **kw)`` and must return a module with attributes ``task``, ``method`` and ``num_classes``.
+    """
+
+    def deco(fn: F) -> F:
+        key = name or fn.__name__
+        if key in _MODELS:
+            raise ValueError(f"model {key!r} is already registered")
+        _MODELS[key] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Sorted names of all registered models."""
+    return sorted(_MODELS)
+
+
+def create_model(
+    name: str,
+    task: str = "seg",
+    num_classes: int | None = None,
+    method: str = "fp32",
+    max_depth: float = 10.0,
+    **kw: Any,
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: registered model name (see :func:`list_models`).
+        task: ``seg`` (logits (B, K, H, W)), ``depth`` (metres (B, 1, H, W)), ``saliency`` or
+            ``road`` (logits (B, 1, H, W)).
+        num_classes: K for ``seg`` (required); must be None or 1 otherwise.
+        method: one of ``fp32, bnn, xnor, bireal, reactnet, adabin, bisrnet, bidense``.
+        max_depth: depth scale of the depth head (sigmoid x max_depth).
+        **kw: architecture-specific options.
+    """
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    spec = get_method(method)
+    k = check_task(task, num_classes)
+    return _MODELS[name](task=task, num_classes=k, method=spec.name, max_depth=max_depth, **kw)
