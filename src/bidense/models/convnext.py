@@ -27,6 +27,9 @@ from torch import Tensor, nn
 from .methods import MethodSpec, _bnn, get_method
 
 CONVNEXT_PRESETS: dict[str, tuple[list[int], list[int]]] = {
+    # CPU presets for demos and tests (ecosystem.md §2: sizes a 2-core CPU trains in minutes)
+    "micro": ([16, 32, 64, 128], [1, 1, 3, 1]),
+    "mini": ([32, 64, 128, 256], [2, 2, 2, 2]),
     "atto": ([40, 80, 160, 320], [2, 2, 6, 2]),
     "femto": ([48, 96, 192, 384], [2, 2, 6, 2]),
     "pico": ([64, 128, 256, 512], [2, 2, 6, 2]),
@@ -191,7 +194,8 @@ class ConvNeXt(nn.Module):
 
 
 def convnext(preset: str, method: str | MethodSpec = "fp32", **kw: object) -> ConvNeXt:
-    """ConvNeXt by preset name: ``t``, ``atto``, ``femto``, ``pico``, ``nano``."""
+    """ConvNeXt by preset name: ``t``, ``atto``, ``femto``, ``pico``, ``nano`` (published), and
+    the CPU presets ``micro`` and ``mini``."""
     if preset not in CONVNEXT_PRESETS:
         raise ValueError(f"unknown ConvNeXt preset {preset!r}; choose {sorted(CONVNEXT_PRESETS)}")
     dims, depths = CONVNEXT_PRESETS[preset]

@@ -15,6 +15,8 @@ from .upernet import UperNetDecoder
 from .vit import VisionTransformer
 
 HEAD_CHANNELS = 128
+# (FPN width, out_conv1/head width) of the CPU presets; the published sizes use (C1, 128).
+SMALL_DECODER = {"micro": (32, 32), "mini": (64, 64)}
 
 
 def _upernet(
@@ -26,15 +28,16 @@ def _upernet(
     max_depth: float,
     channels: int | None = None,
     psp_channels: int | None = None,
+    head_channels: int = HEAD_CHANNELS,
 ) -> DenseModel:
     decoder = UperNetDecoder(
         backbone.out_channels,
         channels=channels,
         method=method,
         psp_channels=psp_channels,
-        out_channels=HEAD_CHANNELS,
+        out_channels=head_channels,
     )
-    head = DenseHead(HEAD_CHANNELS, task, num_classes, method, max_depth)
+    head = DenseHead(head_channels, task, num_classes, method, max_depth)
     return DenseModel(
         backbone, decoder, head, task=task, method=method, num_classes=num_classes, arch=arch
     )
@@ -48,16 +51,28 @@ def _make_upernet_convnext(preset: str) -> None:
         num_classes: int = 1,
         method: str = "fp32",
         max_depth: float = 10.0,
+        decoder_channels: int | None = None,
+        head_channels: int | None = None,
         **kw: Any,
     ) -> DenseModel:
         backbone = convnext(preset, method=method, **kw)
-        return _upernet(arch, backbone, task, num_classes, method, max_depth)
+        fpn_default, head_default = SMALL_DECODER.get(preset, (None, HEAD_CHANNELS))
+        return _upernet(
+            arch,
+            backbone,
+            task,
+            num_classes,
+            method,
+            max_depth,
+            channels=decoder_channels or fpn_default,
+            head_channels=head_channels or head_default,
+        )
 
     factory.__doc__ = f"UperNet + ConvNeXt-{preset} (bidense-method.md §8/§10)."
     register_model(arch)(factory)
 
 
-for _preset in ("t", "atto", "femto", "pico", "nano"):
+for _preset in ("t", "atto", "femto", "pico", "nano", "micro", "mini"):
     _make_upernet_convnext(_preset)
 
 
