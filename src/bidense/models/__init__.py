@@ -8,6 +8,7 @@ its block layout per method (:mod:`bidense.models.methods`). :func:`binarize` co
 arbitrary float model.
 """
 
+from . import ding as _ding  # noqa: F401  (registers ding_resnet18, ding_resnet_tiny)
 from . import zoo as _zoo  # noqa: F401  (registers the models)
 from .converter import ConversionReport, binarize
 from .convnext import CONVNEXT_PRESETS, ConvNeXt, convnext

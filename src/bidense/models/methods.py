@@ -53,6 +53,7 @@ METHODS: tuple[str, ...] = (
     "adabin",
     "bisrnet",
     "bidense",
+    "ding",
 )
 
 
@@ -268,6 +269,11 @@ _TABLE: dict[str, MethodSpec] = {
         "centered_mean_abs",
         "bias_prelu",
         "bias_prelu",
+    ),
+    # Ding et al. 2024 "learned scaling" binarizers (ding2024.md D0); the ding_* models use their
+    # own blocks, other architectures get the baseline layout with these binarizers.
+    "ding": MethodSpec(
+        "ding", "baseline", "rsign", "learned_scale", "rsign", "learned_scale", "rprelu", "rprelu"
     ),
 }
 

@@ -52,7 +52,7 @@ def create_model(
         task: ``seg`` (logits (B, K, H, W)), ``depth`` (metres (B, 1, H, W)), ``saliency`` or
             ``road`` (logits (B, 1, H, W)).
         num_classes: K for ``seg`` (required); must be None or 1 otherwise.
-        method: one of ``fp32, bnn, xnor, bireal, reactnet, adabin, bisrnet, bidense``.
+        method: one of ``fp32, bnn, xnor, bireal, reactnet, adabin, bisrnet, bidense, ding``.
         max_depth: depth scale of the depth head (sigmoid x max_depth).
         **kw: architecture-specific options.
     """

@@ -20,6 +20,16 @@ from .bidense import (
 )
 from .binary import LATENT_INIT_STD, BinaryConv2d, BinaryConvTranspose2d, BinaryLinear
 from .bypass import cfb_matrix, channel_adaptive_bypass, channel_adaptive_bypass_groups
+from .ding import (
+    UPSAMPLE_BRANCHES,
+    BinaryDualAttention,
+    DingUnit,
+    FullPrecisionDualAttention,
+    MultiBranchUpsample,
+    attention_cost_comparison,
+    binary_attention_sa_ops,
+    full_precision_attention_ops,
+)
 
 __all__ = [
     "LATENT_INIT_STD",
@@ -38,4 +48,12 @@ __all__ = [
     "cfb_matrix",
     "channel_adaptive_bypass",
     "channel_adaptive_bypass_groups",
+    "UPSAMPLE_BRANCHES",
+    "BinaryDualAttention",
+    "DingUnit",
+    "FullPrecisionDualAttention",
+    "MultiBranchUpsample",
+    "attention_cost_comparison",
+    "binary_attention_sa_ops",
+    "full_precision_attention_ops",
 ]
