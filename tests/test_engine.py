@@ -246,3 +246,18 @@ def test_kill_9_then_resume_ends_where_an_uninterrupted_run_does(tmp_path, kill_
     for key, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][key]), key
     assert a["history"][-1]["mIoU"] == b["history"][-1]["mIoU"]
+
+
+@pytest.mark.parametrize("task", ["seg", "road", "saliency"])
+def test_ding_family_trains_from_the_cli_on_each_task(task, tmp_path):
+    preset = f"synthetic_{task}_ding"
+    args = ["train", preset, "train.epochs=1", "data.kwargs={size: [32, 32]}",
+            "data.train_kwargs={num_images: 8}", "data.val_kwargs={num_images: 4}",
+            "data.batch_size=4", "--run-dir", str(tmp_path / "run"), "--quiet"]
+    if task == "road":
+        args.append("data.kwargs={size: [32, 32], scene: road}")
+    assert cli_main(args) == 0
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert "method: ding" in ckpt["config"] and f"task: {task}" in ckpt["config"]
+    headline = "mIoU" if task == "seg" else "max_f"
+    assert 0.0 <= ckpt["history"][-1][headline] <= 1.0
