@@ -261,3 +261,17 @@ def test_ding_family_trains_from_the_cli_on_each_task(task, tmp_path):
     assert "method: ding" in ckpt["config"] and f"task: {task}" in ckpt["config"]
     headline = "mIoU" if task == "seg" else "max_f"
     assert 0.0 <= ckpt["history"][-1][headline] <= 1.0
+
+
+def test_distillation_from_a_teacher_checkpoint_changes_the_loss(tiny_run, tmp_path):
+    teacher_dir, _ = tiny_run
+    base = TINY + ["train.epochs=1", "model.method=reactnet"]
+    plain = train(load_config(overrides=base), run_dir=tmp_path / "plain", quiet=True)
+    kd_cfg = load_config(overrides=base + [f"train.distill.teacher={teacher_dir / 'last.pt'}",
+                                           "train.distill.weight=5.0"])
+    distilled = train(kd_cfg, run_dir=tmp_path / "kd", quiet=True)
+    loss = [torch.load(Path(r["run_dir"]) / "last.pt", weights_only=True)["history"][0]
+            ["train_loss"] for r in (plain, distilled)]
+    assert loss[1] > loss[0]  # the same seed and data: only the added KL term differs
+    with pytest.raises(ConfigError, match="distillation is defined for"):
+        load_config(overrides=base + ["model.task=depth", "train.distill.teacher=x.pt"])
