@@ -31,9 +31,12 @@ from .base import (
 )
 from .functional import (
     approx_sign,
+    dab,
     ede_schedule,
     ede_sign,
+    mean_abs_sign,
     scaled_sign_clip_ste,
+    shifted_approx_sign,
     sign_clip_ste,
     tanh_sign,
 )
@@ -67,14 +70,17 @@ __all__ = [
     "approx_sign",
     "bits_of",
     "clip_latent_weights",
+    "dab",
     "ede_schedule",
     "ede_sign",
     "get_activation_binarizer",
     "get_weight_binarizer",
     "list_binarizers",
+    "mean_abs_sign",
     "register_binarizer",
     "scaled_sign_clip_ste",
     "set_training_progress",
+    "shifted_approx_sign",
     "sign_clip_ste",
     "tanh_sign",
 ]

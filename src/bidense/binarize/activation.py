@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import ActivationBinarizer, register_binarizer
-from .functional import approx_sign, sign_clip_ste, tanh_sign
+from .functional import approx_sign, dab, shifted_approx_sign, sign_clip_ste, tanh_sign
 
 
 def _pair(v: int | tuple[int, ...], n: int = 2) -> tuple[int, ...]:
@@ -57,7 +57,7 @@ class RSign(ActivationBinarizer):
         self.threshold = nn.Parameter(torch.zeros(self._require_channels()))
 
     def forward(self, x: Tensor) -> Tensor:
-        return approx_sign(x - self._per_channel(self.threshold, x))
+        return shifted_approx_sign(x, self._per_channel(self.threshold, x))
 
 
 @register_binarizer("activation", "xnor")
@@ -217,8 +217,9 @@ class DAB(ActivationBinarizer):
         return tau, alpha
 
     def forward(self, x: Tensor) -> Tensor:
-        tau, alpha = self.threshold_and_scale(x)
-        return alpha * approx_sign(x - tau)
+        # one fused autograd.Function (same values and gradients as the composition
+        # ``alpha * approx_sign(x - tau)`` of :meth:`threshold_and_scale`, fewer temporaries)
+        return dab(x, self.a, self.k, self.b, self.channel_dim, self.scale)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, scale={self.scale}"

@@ -10,7 +10,13 @@ import torch
 from torch import Tensor, nn
 
 from .base import WeightBinarizer, register_binarizer
-from .functional import ede_schedule, ede_sign, scaled_sign_clip_ste, sign_clip_ste
+from .functional import (
+    ede_schedule,
+    ede_sign,
+    mean_abs_sign,
+    scaled_sign_clip_ste,
+    sign_clip_ste,
+)
 
 
 def _row_view(v: Tensor, w: Tensor) -> Tensor:
@@ -54,8 +60,7 @@ class MeanAbsWeight(WeightBinarizer):
 
     def forward(self, w: Tensor) -> Tensor:
         if self.detach_scale:
-            gamma = w.detach().abs().mean(dim=self._reduce_dims(w), keepdim=True)
-            return scaled_sign_clip_ste(w, gamma)
+            return mean_abs_sign(w)
         gamma = w.abs().mean(dim=self._reduce_dims(w), keepdim=True)
         return gamma * sign_clip_ste(w)
 

@@ -19,7 +19,12 @@ from .bidense import (
     BiDenseUp,
 )
 from .binary import LATENT_INIT_STD, BinaryConv2d, BinaryConvTranspose2d, BinaryLinear
-from .bypass import cfb_matrix, channel_adaptive_bypass, channel_adaptive_bypass_groups
+from .bypass import (
+    add_channel_adaptive_bypass,
+    cfb_matrix,
+    channel_adaptive_bypass,
+    channel_adaptive_bypass_groups,
+)
 from .ding import (
     UPSAMPLE_BRANCHES,
     BinaryDualAttention,
@@ -32,6 +37,7 @@ from .ding import (
 )
 
 __all__ = [
+    "add_channel_adaptive_bypass",
     "LATENT_INIT_STD",
     "BiDenseConv2d",
     "BiDenseConvTranspose2d",

@@ -6,6 +6,7 @@ All take ``channel_dim`` (1 for NCHW, -1 for tokens (B, N, C)) and keep one para
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["LearnableBias", "RPReLU", "Maxout"]
@@ -74,6 +75,11 @@ class RPReLU(_PerChannel):
 
     def forward(self, x: Tensor) -> Tensor:
         s = x - self._view(self.gamma, x)
+        if self.channel_dim % x.dim() == 1 and x.dim() >= 2:
+            # F.prelu (channel dim 1) is one kernel with a fused backward; it saves its input,
+            # not its output, so zeta can be added in place
+            y = F.prelu(s, self.beta)
+            return y if self.zeta is None else y.add_(self._view(self.zeta, x))
         y = torch.where(s > 0, s, self._view(self.beta, x) * s)
         if self.zeta is not None:
             y = y + self._view(self.zeta, x)

@@ -15,7 +15,7 @@ from torch.nn.common_types import _size_2_t
 from bidense.binarize import DAB
 
 from .binary import BinaryConv2d, BinaryConvTranspose2d, BinaryLinear
-from .bypass import channel_adaptive_bypass
+from .bypass import add_channel_adaptive_bypass
 
 __all__ = [
     "BiDenseConv2d",
@@ -79,7 +79,8 @@ class _BiDenseBlock(nn.Module):
                     f"{tuple(x.shape[-2:])} -> output {tuple(y.shape[-2:])}; use bypass=False "
                     "and add the bypass yourself (BiDenseDown/BiDenseUp/BiDenseTransition)"
                 )
-            y = y + channel_adaptive_bypass(x, self.out_channels)
+            # in place into the fresh BN output: no tiled copy of x, no extra output tensor
+            y = add_channel_adaptive_bypass(y, x)
         return y
 
     def extra_repr(self) -> str:
@@ -220,7 +221,7 @@ class _Resample(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x) + channel_adaptive_bypass(self._bypass(x), self.out_channels)
+        return add_channel_adaptive_bypass(self.conv(x), self._bypass(x))
 
     def extra_repr(self) -> str:
         return f"{self.conv.in_channels}, {self.out_channels}, w{self.weight_bits}a{self.act_bits}"
@@ -338,9 +339,7 @@ class BiDenseLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = self.linear(x)
         if self.norm is not None:
-            y = self.norm(y) + channel_adaptive_bypass(
-                x, self.out_features, grouping="contiguous", channel_dim=-1
-            )
+            y = add_channel_adaptive_bypass(self.norm(y), x, grouping="contiguous", channel_dim=-1)
         return y
 
     def extra_repr(self) -> str:

@@ -16,7 +16,12 @@ from torch import Tensor
 Grouping = Literal["strided", "contiguous"]
 _GROUPINGS = ("strided", "contiguous")
 
-__all__ = ["channel_adaptive_bypass", "channel_adaptive_bypass_groups", "cfb_matrix"]
+__all__ = [
+    "add_channel_adaptive_bypass",
+    "channel_adaptive_bypass",
+    "channel_adaptive_bypass_groups",
+    "cfb_matrix",
+]
 
 
 def _check(c_in: int, c_out: int, grouping: str) -> None:
@@ -123,3 +128,109 @@ def channel_adaptive_bypass(
                 parts.append(regular.unflatten(cdim, (m - 1, g)).mean(cdim + 1))
         parts.append(x.narrow(cdim, n_reg, c_in - n_reg).mean(cdim, keepdim=True))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=cdim)
+
+
+def _add_cfb_(out: Tensor, x: Tensor, cdim: int, grouping: str) -> Tensor:
+    """``out += CFB(x)`` in place, computing each part as :func:`channel_adaptive_bypass` does
+    (so the values are bit-identical to ``out + channel_adaptive_bypass(x)``) without building
+    the tiled/concatenated tensor."""
+    c_in, c_out = x.shape[cdim], out.shape[cdim]
+    if c_out == c_in:
+        return out.add_(x)
+    r, m = divmod(c_out, c_in)
+    if r > 0:
+        # tiling by broadcasting: view the first r*C_in output channels as (r, C_in)
+        out.narrow(cdim, 0, r * c_in).unflatten(cdim, (r, c_in)).add_(x.unsqueeze(cdim))
+    if m > 0:
+        g = c_in // m
+        n_reg = g * (m - 1)
+        if n_reg > 0:
+            regular = x.narrow(cdim, 0, n_reg)
+            if grouping == "strided":
+                merged = regular.unflatten(cdim, (g, m - 1)).mean(cdim)
+            else:
+                merged = regular.unflatten(cdim, (m - 1, g)).mean(cdim + 1)
+            out.narrow(cdim, r * c_in, m - 1).add_(merged)
+        last = x.narrow(cdim, n_reg, c_in - n_reg).mean(cdim, keepdim=True)
+        out.narrow(cdim, r * c_in + m - 1, 1).add_(last)
+    return out
+
+
+def _cfb_adjoint(grad: Tensor, c_in: int, cdim: int, grouping: str) -> Tensor:
+    """The transpose of the CFB map: the gradient of ``sum(grad * CFB(x))`` w.r.t. ``x``."""
+    c_out = grad.shape[cdim]
+    if c_out == c_in:
+        return grad
+    r, m = divmod(c_out, c_in)
+    if r > 0:
+        gx = grad.narrow(cdim, 0, r * c_in).unflatten(cdim, (r, c_in)).sum(cdim)
+    else:
+        shape = list(grad.shape)
+        shape[cdim] = c_in
+        gx = grad.new_zeros(shape)
+    if m > 0:
+        g = c_in // m
+        n_reg = g * (m - 1)
+        if n_reg > 0:
+            g_reg = grad.narrow(cdim, r * c_in, m - 1) / g
+            reg = gx.narrow(cdim, 0, n_reg)
+            if grouping == "strided":
+                reg.unflatten(cdim, (g, m - 1)).add_(g_reg.unsqueeze(cdim))
+            else:
+                reg.unflatten(cdim, (m - 1, g)).add_(g_reg.unsqueeze(cdim + 1))
+        g_last = grad.narrow(cdim, r * c_in + m - 1, 1) / (c_in - n_reg)
+        gx.narrow(cdim, n_reg, c_in - n_reg).add_(g_last)
+    return gx
+
+
+class _AddBypass(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y: Tensor, x: Tensor, cdim: int, grouping: str) -> Tensor:  # type: ignore[override]
+        ctx.mark_dirty(y)
+        ctx.c_in, ctx.cdim, ctx.grouping = x.shape[cdim], cdim, grouping
+        return _add_cfb_(y, x, cdim, grouping)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        gx = None
+        if ctx.needs_input_grad[1]:
+            gx = _cfb_adjoint(grad, ctx.c_in, ctx.cdim, ctx.grouping)
+        return grad, gx, None, None
+
+
+def add_channel_adaptive_bypass(
+    y: Tensor, x: Tensor, grouping: Grouping = "strided", channel_dim: int = 1
+) -> Tensor:
+    r"""``y + CFB(x, C_out)`` with ``C_out = y.shape[channel_dim]`` (see
+    :func:`channel_adaptive_bypass` for the map, BiDense arXiv 2411.10346).
+
+    The sum is written **into y in place** when that is allowed (y is not a view and not a leaf
+    that requires grad), so no tiled or concatenated copy of ``x`` and no new output tensor are
+    made; the backward applies the transposed map to the gradient directly. Use it only where
+    ``y`` is a fresh result that nothing else reads, such as the output of a BatchNorm or
+    LayerNorm (they save their input, not their output; autograd's version check raises if a
+    saved output were overwritten). Otherwise the out-of-place composition is returned.
+    The values equal ``y + channel_adaptive_bypass(x, C_out)`` exactly.
+    """
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError("add_channel_adaptive_bypass expects Tensors")
+    if x.dim() != y.dim() or x.dim() == 0:
+        raise ValueError(
+            f"add_channel_adaptive_bypass: y {tuple(y.shape)} and x {tuple(x.shape)} must have "
+            "the same number of dims"
+        )
+    if not -x.dim() <= channel_dim < x.dim():
+        raise ValueError(f"channel_dim={channel_dim} is out of range for a {x.dim()}-D tensor")
+    cdim = channel_dim % x.dim()
+    c_in, c_out = int(x.shape[cdim]), int(y.shape[cdim])
+    _check(c_in, c_out, grouping)
+    same_rest = all(x.shape[d] == y.shape[d] for d in range(x.dim()) if d != cdim)
+    in_place_ok = (
+        same_rest
+        and y._base is None
+        and not (y.is_leaf and y.requires_grad)
+        and y.dtype == torch.promote_types(y.dtype, x.dtype)
+    )
+    if not in_place_ok:
+        return y + channel_adaptive_bypass(x, c_out, grouping, channel_dim)
+    return _AddBypass.apply(y, x, cdim, grouping)
