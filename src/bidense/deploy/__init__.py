@@ -9,3 +9,25 @@ from bidense.deploy import kernels
 from bidense.deploy.kernels import available_backends, backend, cpu_features
 
 __all__ = ["available_backends", "backend", "cpu_features", "kernels"]
+
+# packed format and graph runtime (numpy only); the exporter imports torch lazily
+from bidense.deploy.format import BdnFormatError, read_bdn  # noqa: E402
+from bidense.deploy.runtime import Runtime, RuntimeInputError  # noqa: E402
+
+
+def export(model, path, example_input, **kw):  # noqa: ANN001, ANN201
+    """Export a torch model to ``.bdn`` (see :func:`bidense.deploy.export.export`)."""
+    from bidense.deploy.export import export as _export
+
+    return _export(model, path, example_input, **kw)
+
+
+def export_checkpoint(checkpoint_path, out_path, verify=False):  # noqa: ANN001, ANN201
+    """Export a bidense checkpoint (see :func:`bidense.deploy.export.export_checkpoint`)."""
+    from bidense.deploy.export import export_checkpoint as _export_checkpoint
+
+    return _export_checkpoint(checkpoint_path, out_path, verify=verify)
+
+
+__all__ += ["BdnFormatError", "Runtime", "RuntimeInputError", "export", "export_checkpoint",
+            "read_bdn"]

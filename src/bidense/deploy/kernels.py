@@ -590,6 +590,77 @@ def binary_conv2d_dab(
     return _np_epilogue(dot, scale_a, per_n, bias_a, byp, slope, pre, post)
 
 
+# ---------------------------------------------------------------------------------------------
+# Private helpers of the graph runtime (NHWC float32 data; compiled when available)
+
+
+def _pack_thresh(
+    xs: np.ndarray, tau: np.ndarray | None, *, absdev: bool = False, threads: int = 1
+) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Sign bits of ``xs - tau`` in one pass: ``(bits, ties, dev)``.
+
+    ``xs`` is float32 NHWC ``(N, H, W, C)``; ``tau`` is ``None`` (0), ``(C,)`` or ``(N, C)``
+    float32. Bit 1 where ``x < tau``, which equals ``sign(x - tau) = -1`` in float32 because an
+    IEEE difference is zero only for equal operands; ``ties`` counts ``x == tau`` (where
+    ``torch.sign`` gives 0). With ``absdev`` also returns ``dev[n, c] = sum_hw |x - tau|`` in
+    float64 (DAB's mean absolute deviation numerator), summed in a thread-independent order.
+    """
+    n, h, w, c = xs.shape
+    xs = np.ascontiguousarray(xs, np.float32)
+    t = None
+    if tau is not None:
+        t = np.ascontiguousarray(tau, np.float32)
+        if t.shape not in ((c,), (n, c)):
+            raise ValueError(f"_pack_thresh: tau must be ({c},) or ({n}, {c}), got {t.shape}")
+    if _ext is None or backend() == "numpy":
+        tt = 0.0 if t is None else (t if t.ndim == 1 else t[:, None, None, :])
+        bits = _pack_bool(xs < tt)
+        ties = int(np.count_nonzero(xs == tt))
+        dev = None
+        if absdev:
+            dev = np.abs(xs.astype(np.float64) - np.asarray(tt, np.float64)).sum(axis=(1, 2))
+        return bits, ties, dev
+    bits = np.empty((n, h, w, _words(c)), np.uint64)
+    dev = np.empty((n, c), np.float64) if absdev else None
+    ties = _ext.pack_thresh(xs, t, bits, dev, n, h * w, c, int(t is not None and t.ndim == 2),
+                            _threads(threads), _PATH_ID[backend()])
+    return bits, int(ties), dev
+
+
+def _chan_sum(xs: np.ndarray, *, threads: int = 1) -> np.ndarray:
+    """Per-(sample, channel) float64 sums of float32 NHWC data, ``(N, C)``."""
+    n, h, w, c = xs.shape
+    xs = np.ascontiguousarray(xs, np.float32)
+    if _ext is None:
+        return xs.sum(axis=(1, 2), dtype=np.float64)
+    out = np.empty((n, c), np.float64)
+    _ext.chan_sum(xs, out, n, h * w, c, _threads(threads))
+    return out
+
+
+def _bilinear_nhwc(xs: np.ndarray, h0: np.ndarray, h1: np.ndarray, lh: np.ndarray,
+                   w0: np.ndarray, w1: np.ndarray, lw: np.ndarray, *,
+                   threads: int = 1) -> np.ndarray:
+    """Separable bilinear resize of float32 NHWC data with precomputed source rows/columns
+    ``h0, h1, w0, w1`` and weights ``lh, lw``: ``top = x[h0] (1 - lh) + x[h1] lh``, then
+    ``y = top[:, w0] (1 - lw) + top[:, w1] lw`` (float32, in this order on every path)."""
+    n, h, w, c = xs.shape
+    oh, ow = len(h0), len(w0)
+    xs = np.ascontiguousarray(xs, np.float32)
+    idx = [np.ascontiguousarray(a, np.int64) for a in (h0, h1, w0, w1)]
+    lh = np.ascontiguousarray(lh, np.float32)
+    lw = np.ascontiguousarray(lw, np.float32)
+    if _ext is None:
+        top = (np.take(xs, idx[0], axis=1) * (np.float32(1) - lh)[:, None, None]
+               + np.take(xs, idx[1], axis=1) * lh[:, None, None])
+        return (np.take(top, idx[2], axis=2) * (np.float32(1) - lw)[:, None]
+                + np.take(top, idx[3], axis=2) * lw[:, None]).astype(np.float32)
+    out = np.empty((n, oh, ow, c), np.float32)
+    _ext.bilinear_nhwc(xs, out, idx[0], idx[1], lh, idx[2], idx[3], lw, n, h, w, c, oh, ow,
+                       _threads(threads))
+    return out
+
+
 def _describe() -> str:  # pragma: no cover - diagnostic helper
     return f"bidense kernels: backend={backend()} features={cpu_features()} ext={extension_info()}"
 

@@ -1,0 +1,26 @@
+"""Whole-model benchmark: packed bidense runtime vs PyTorch fp32 and PyTorch fake-binary.
+
+Usage: ``python benchmarks/bench_models.py --what models --threads 1,2 --repeats 10 --json
+out.json`` (``--what layers|models|all``). Same code as ``bidense benchmark``; see
+``bidense.deploy.bench`` for what is measured and the Amdahl rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bidense.deploy.bench import run_benchmark_cli
+
+
+def main() -> None:
+    """Parse the command line and run the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--what", choices=["layers", "models", "all"], default="models")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--json", default=None)
+    run_benchmark_cli(p.parse_args())
+
+
+if __name__ == "__main__":
+    main()

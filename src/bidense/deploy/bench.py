@@ -1,0 +1,241 @@
+"""Whole-model benchmark: packed runtime vs PyTorch fp32 and PyTorch fake-binary (imports torch).
+
+For each model configuration (``MODEL_CASES``) it reports, per thread count, latency min/median
+of the packed ``.bdn`` runtime, of the same architecture in PyTorch fp32 and of the binary model
+run in PyTorch (fake-binary float ops); the peak RSS of a fresh subprocess per engine that loads
+it and runs one inference; the file size on disk; the CPU features.
+
+Amdahl bound, stated next to (never mixed with) the measured speed-up:
+``bound = 1 / ((1 - b) + b / s)`` where ``b`` is the binary share of the model's MACs
+(``binary_macs / (binary_macs + fp_macs)`` from :func:`bidense.profile.summarize`) and ``s`` the
+single-layer binary/fp32 speed-up (``LAYER_SPEEDUP``, the measured 3x3 256->256 figure of
+docs/runtime.md, or the layer benchmark's value when ``what="all"``). The MAC share
+over-estimates the time share of binary layers (float pieces are memory-bound), so the bound is
+optimistic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MODEL_CASES", "run_model_benchmark", "run_benchmark_cli", "amdahl_bound"]
+
+#: (model, method, input size): packed BiDense and a baseline, small enough for 2 cores
+MODEL_CASES: tuple[tuple[str, str, int], ...] = (
+    ("upernet_convnext_atto", "bidense", 128),
+    ("upernet_resnet18", "reactnet", 128),
+)
+#: single-layer speed-up used for the bound when the layer benchmark is not run (docs/runtime.md)
+LAYER_SPEEDUP = 13.5
+
+
+def amdahl_bound(binary_share: float, layer_speedup: float) -> float:
+    """Amdahl's law: ``1 / ((1 - b) + b / s)``."""
+    b = min(max(float(binary_share), 0.0), 1.0)
+    return 1.0 / ((1.0 - b) + b / float(layer_speedup))
+
+
+def _time(fn: Callable[[], object], repeats: int, min_time: float) -> dict[str, float]:
+    fn()  # warm-up
+    ts: list[float] = []
+    start = time.perf_counter()
+    while len(ts) < repeats or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        ts.append(1e3 * (time.perf_counter() - t0))
+        if len(ts) >= 10 * repeats:
+            break
+    a = np.asarray(ts)
+    return {"min_ms": float(a.min()), "median_ms": float(np.median(a)), "runs": len(ts)}
+
+
+_RSS_CODE = """
+import resource, sys, numpy as np
+engine, path, name, method, size, threads = sys.argv[1:7]
+size, threads = int(size), int(threads)
+x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+if engine == "runtime":
+    from bidense.deploy.runtime import Runtime
+    rt = Runtime(path, threads=threads)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rt(x)
+else:
+    import torch
+    from bidense.models import create_model
+    torch.set_num_threads(threads)
+    m = create_model(name, task="seg", num_classes=19, method=method).eval()
+    xt = torch.from_numpy(x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.inference_mode():
+        m(xt)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(after, after - before)
+"""
+
+
+def _peak_rss_kib(engine: str, path: str, name: str, method: str, size: int) -> int | None:
+    # whole-process peak RSS of a fresh interpreter that loads one engine and runs once (the
+    # runtime process never imports torch; the delta over the inference alone is often 0
+    # because loading already reached the peak)
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    try:
+        out = subprocess.run([sys.executable, "-c", _RSS_CODE, engine, path, name, method,
+                              str(size), "1"], capture_output=True, text=True, env=env,
+                             timeout=600)
+        if out.returncode != 0:
+            return None
+        return int(out.stdout.strip().splitlines()[-1].split()[0])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def run_model_benchmark(
+    threads: Sequence[int] = (1, 2),
+    repeats: int = 10,
+    json_path: str | None = None,
+    *,
+    cases: Sequence[tuple[str, str, int]] = MODEL_CASES,
+    layer_speedup: float = LAYER_SPEEDUP,
+    min_time: float = 2.0,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Benchmark whole models (see the module docstring); returns (and optionally writes) JSON."""
+    import torch
+
+    from bidense.models import create_model
+    from bidense.profile import summarize
+
+    from . import kernels
+    from .export import export, max_relative_error
+    from .runtime import Runtime
+
+    results: dict[str, Any] = {
+        "cpu_features": kernels.cpu_features(), "backend": kernels.backend(),
+        "machine": platform.machine(), "processor": platform.processor(),
+        "amdahl_rule": "1 / ((1 - b) + b / s), b = binary MAC share, s = single-layer speed-up",
+        "layer_speedup": layer_speedup, "models": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, method, size in cases:
+            torch.manual_seed(0)
+            model = create_model(name, task="seg", num_classes=19, method=method).eval()
+            fp32 = create_model(name, task="seg", num_classes=19, method="fp32").eval()
+            x = torch.randn(1, 3, size, size)
+            path = os.path.join(tmp, f"{name}_{method}.bdn")
+            info = export(model, path, x)
+            summ = summarize(model, (1, 3, size, size))
+            bm, fm = summ.totals["binary_macs"], summ.totals["fp_macs"]
+            share = bm / max(bm + fm, 1)
+            xn = x.numpy()
+            rec: dict[str, Any] = {
+                "model": name, "method": method, "input": [1, 3, size, size],
+                "file_bytes": info.file_bytes, "theoretical_bits": info.theoretical_bits,
+                "binary_mac_share": share,
+                "amdahl_bound": amdahl_bound(share, layer_speedup), "threads": {},
+            }
+            with torch.inference_mode():
+                ref = model(x).numpy()
+            for t in threads:
+                rt = Runtime(path, threads=t)
+                rec["max_rel_error"] = max_relative_error(rt(xn), ref)
+                torch.set_num_threads(t)
+                row = {"runtime": _time(lambda rt=rt, xn=xn: rt(xn), repeats, min_time)}
+                with torch.inference_mode():
+                    row["torch_fp32"] = _time(lambda m=fp32, x=x: m(x), repeats, min_time)
+                    row["torch_fake_binary"] = _time(lambda m=model, x=x: m(x), repeats, min_time)
+                row["speedup_vs_fp32_min"] = row["torch_fp32"]["min_ms"] / row["runtime"][
+                    "min_ms"]
+                rec["threads"][str(t)] = row
+                rec["paths"] = sorted({r["path"] for r in rt.report()
+                                       if r["op"] in ("bconv", "bconvT", "blinear")})
+            rec["peak_rss_kib"] = {
+                "runtime": _peak_rss_kib("runtime", path, name, method, size),
+                "torch_fp32": _peak_rss_kib("torch", path, name, "fp32", size),
+                "torch_fake_binary": _peak_rss_kib("torch", path, name, method, size),
+            }
+            results["models"].append(rec)
+            if verbose:
+                print(_format_model(rec), flush=True)
+    if json_path:
+        _write_json(json_path, results)
+    return results
+
+
+def _format_model(rec: dict[str, Any]) -> str:
+    lines = [f"{rec['model']} [{rec['method']}] input {rec['input']}  file "
+             f"{rec['file_bytes']:,} B  binary MAC share {rec['binary_mac_share']:.3f}  "
+             f"max rel err {rec.get('max_rel_error', float('nan')):.2g}",
+             f"  {'threads':>7} {'runtime min/med ms':>20} {'fp32 min/med ms':>18} "
+             f"{'fake-bin min/med ms':>20} {'speed-up':>9} {'Amdahl bound':>13}"]
+    for t, row in rec["threads"].items():
+        r, f, b = row["runtime"], row["torch_fp32"], row["torch_fake_binary"]
+        lines.append(f"  {t:>7} {r['min_ms']:>9.1f}/{r['median_ms']:<10.1f}"
+                     f"{f['min_ms']:>8.1f}/{f['median_ms']:<9.1f}{b['min_ms']:>9.1f}/"
+                     f"{b['median_ms']:<10.1f} {row['speedup_vs_fp32_min']:>8.2f}x "
+                     f"{rec['amdahl_bound']:>12.2f}x")
+    lines.append(f"  peak RSS of a fresh process (KiB): {rec['peak_rss_kib']}")
+    lines.append(f"  binary paths: {', '.join(rec.get('paths', []))}")
+    return "\n".join(lines)
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent or ".")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, p)
+
+
+def run_benchmark_cli(args: Any) -> dict[str, Any]:
+    """``bidense benchmark``: ``args.what`` in layers|models|all, ``args.threads`` "1,2",
+    ``args.repeats``, ``args.json`` (output path or None)."""
+    from ._layer_bench import run_layer_benchmark
+
+    threads = [int(t) for t in str(getattr(args, "threads", "1,2")).split(",") if t.strip()]
+    what = getattr(args, "what", "layers")
+    repeats = int(getattr(args, "repeats", 20))
+    if what not in ("layers", "models", "all"):
+        raise ValueError(f"benchmark: what must be layers|models|all, got {what!r}")
+    out: dict[str, Any] = {}
+    speedup = LAYER_SPEEDUP
+    if what in ("layers", "all"):
+        out["layers"] = run_layer_benchmark(threads, repeats, None)
+        speedup = _layer_speedup(out["layers"]) or speedup
+    if what in ("models", "all"):
+        out["models"] = run_model_benchmark(threads, repeats, None, layer_speedup=speedup)
+    if getattr(args, "json", None):
+        _write_json(args.json, out)
+    return out
+
+
+def _layer_speedup(layers: Any) -> float | None:
+    """Best single-thread binary/fp32 ratio found in a layer-benchmark result, if any."""
+    best = None
+
+    def walk(o: Any) -> None:
+        nonlocal best
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if "ratio" in k and isinstance(v, int | float):
+                    best = v if best is None else max(best, v)
+                else:
+                    walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(layers)
+    return best
