@@ -131,6 +131,11 @@ class AdaBinActivation(ActivationBinarizer):
         self.alpha = nn.Parameter(torch.ones(()))
         self.beta = nn.Parameter(torch.zeros(()))
 
+    def positive_value(self, x: Tensor) -> Tensor:
+        if self.variant == "reference":
+            return self.alpha * (1.0 + self.beta)
+        return self.alpha + self.beta
+
     def forward(self, x: Tensor) -> Tensor:
         s = approx_sign((x - self.beta) / self.alpha)
         if self.variant == "reference":
@@ -220,6 +225,9 @@ class DAB(ActivationBinarizer):
         # one fused autograd.Function (same values and gradients as the composition
         # ``alpha * approx_sign(x - tau)`` of :meth:`threshold_and_scale`, fewer temporaries)
         return dab(x, self.a, self.k, self.b, self.channel_dim, self.scale)
+
+    def positive_value(self, x: Tensor) -> Tensor:
+        return self.threshold_and_scale(x)[1]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, scale={self.scale}"

@@ -42,6 +42,13 @@ class ActivationBinarizer(nn.Module):
         """A factor the layer multiplies onto its output (XNOR-Net's K); ``None`` if unused."""
         return None
 
+    def positive_value(self, x: Tensor) -> Tensor | float:
+        """The value a +1 bit stands for, given input ``x``: what "+1 padding" pads with.
+
+        1 for plain sign binarizers; scaled binarizers override it (DAB: its alpha).
+        """
+        return 1.0
+
     def _per_channel(self, p: Tensor, x: Tensor) -> Tensor:
         shape = [1] * x.dim()
         shape[self.channel_dim] = p.numel()
@@ -91,6 +98,9 @@ class IdentityActivation(ActivationBinarizer):
 
     bits = 32
     name = "identity"
+
+    def positive_value(self, x: Tensor) -> Tensor | float:
+        raise ValueError("full-precision activations have no +1 bit to pad with")
 
     def forward(self, x: Tensor) -> Tensor:
         return x

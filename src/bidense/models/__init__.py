@@ -12,6 +12,7 @@ from . import ding as _ding  # noqa: F401  (registers ding_resnet18, ding_resnet
 from . import zoo as _zoo  # noqa: F401  (registers the models)
 from .converter import ConversionReport, binarize
 from .convnext import CONVNEXT_PRESETS, ConvNeXt, convnext
+from .deploy_options import configure_deployment
 from .dpt import DPTDecoder
 from .heads import TASKS, DenseHead, DenseModel
 from .methods import METHODS, MethodSpec, get_method
@@ -22,6 +23,7 @@ from .upernet import UperNetDecoder
 from .vit import VisionTransformer, softmax_aware_binarize
 
 __all__ = [
+    "configure_deployment",
     "CONVNEXT_PRESETS",
     "METHODS",
     "TASKS",

@@ -54,10 +54,18 @@ def create_model(
         num_classes: K for ``seg`` (required); must be None or 1 otherwise.
         method: one of ``fp32, bnn, xnor, bireal, reactnet, adabin, bisrnet, bidense, ding``.
         max_depth: depth scale of the depth head (sigmoid x max_depth).
-        **kw: architecture-specific options.
+        **kw: architecture-specific options, plus the deployment options ``dab_scale``
+            ("channel" | "shared") and ``pad_mode`` ("zero" | "one") of
+            :func:`bidense.models.deploy_options.configure_deployment`.
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     spec = get_method(method)
     k = check_task(task, num_classes)
-    return _MODELS[name](task=task, num_classes=k, method=spec.name, max_depth=max_depth, **kw)
+    dab_scale, pad_mode = kw.pop("dab_scale", None), kw.pop("pad_mode", None)
+    model = _MODELS[name](task=task, num_classes=k, method=spec.name, max_depth=max_depth, **kw)
+    if dab_scale is not None or pad_mode is not None:
+        from .deploy_options import configure_deployment
+
+        configure_deployment(model, dab_scale=dab_scale, pad_mode=pad_mode)
+    return model

@@ -16,6 +16,9 @@ from bidense.binarize import get_activation_binarizer, get_weight_binarizer
 
 __all__ = ["BinaryConv2d", "BinaryConvTranspose2d", "BinaryLinear", "LATENT_INIT_STD"]
 
+#: How a binary conv pads its binarized input: "zero" (PyTorch; the reference) or "one" (+1 bit).
+PAD_MODES = ("zero", "one")
+
 #: Latent weight init std of the BiDense reference (W ~ N(0, 0.001^2)).
 LATENT_INIT_STD = 1e-3
 
@@ -65,8 +68,12 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
     :math:`K` is the activation binarizer's ``output_scale`` (XNOR-Net, Rastegari et al., ECCV
     2016; ``None`` and thus skipped for every other binarizer).
 
-    Zero padding is applied by ``F.conv2d`` to the *binarized* tensor, so border taps contribute 0.
-    The latent weight is initialised as :math:`W \sim N(0, 0.001^2)` (BiDense reference).
+    Zero padding is applied by ``F.conv2d`` to the *binarized* tensor, so border taps contribute 0
+    (ternary at the border, as the BiDense reference). ``pad_mode="one"`` pads with a +1 bit
+    instead (the value ``act_binarizer.positive_value(x)``, e.g. DAB's alpha), which keeps the
+    border binary so a packed kernel needs no border correction (LCE/OpenVINO "one-padding"; our
+    training option, not the paper's). The latent weight is initialised as
+    :math:`W \sim N(0, 0.001^2)` (BiDense reference).
     Input is NCHW; ``act_binarizer`` is built with ``channels=in_channels, channel_dim=1``.
     """
 
@@ -82,6 +89,7 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         bias: bool = False,
         act_binarizer: BinarizerSpec = "approx_sign",
         weight_binarizer: BinarizerSpec = "mean_abs",
+        pad_mode: str = "zero",
     ) -> None:
         super().__init__(
             in_channels,
@@ -94,6 +102,9 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
             bias=bias,
             padding_mode="zeros",
         )
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        self.pad_mode = pad_mode
         self.act_binarizer = get_activation_binarizer(act_binarizer, in_channels, channel_dim=1)
         self.weight_binarizer = get_weight_binarizer(weight_binarizer, out_channels)
 
@@ -110,14 +121,24 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
             )
         xb = self.act_binarizer(x)
         wb = self.weight_binarizer(self.weight)
-        y = F.conv2d(xb, wb, None, self.stride, self.padding, self.dilation, self.groups)
+        padding = self.padding
+        if self.pad_mode == "one" and not isinstance(padding, str) and any(padding):
+            xb = self._one_pad(x, xb)
+            padding = (0, 0)
+        y = F.conv2d(xb, wb, None, self.stride, padding, self.dilation, self.groups)
         scale = self.act_binarizer.output_scale(
             x, tuple(self.weight.shape), self.stride, self.padding, self.dilation, self.groups
         )
         return _apply_scale_and_bias(y, scale, self.bias, 1)
 
+    def _one_pad(self, x: Tensor, xb: Tensor) -> Tensor:
+        ph, pw = self.padding  # type: ignore[misc]
+        border = F.pad(xb.new_zeros((1, 1) + tuple(xb.shape[-2:])), (pw, pw, ph, ph), value=1.0)
+        return F.pad(xb, (pw, pw, ph, ph)) + border * self.act_binarizer.positive_value(x)
+
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._bits_repr()}"
+        extra = ", pad_mode=one" if self.pad_mode == "one" else ""
+        return f"{super().extra_repr()}, {self._bits_repr()}{extra}"
 
 
 class BinaryConvTranspose2d(_BinaryMixin, nn.ConvTranspose2d):

@@ -1,0 +1,40 @@
+"""Training options that make a binary model cheaper to deploy (our design, not the papers').
+
+- ``dab_scale="shared"``: every DAB keeps its per-(sample, channel) threshold but uses one scale
+  per sample (the mean over channels), so the scale factors out of a packed XNOR-popcount over all
+  input channels and the runtime takes its fast path (bidense-method.md §3, "Deployment").
+- ``pad_mode="one"``: binary convs pad with a +1 bit instead of 0, so the border stays binary and
+  needs no correction in a packed kernel (LCE/OpenVINO "one-padding").
+
+Set them before training: they change the function the network computes.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def configure_deployment(
+    model: nn.Module, dab_scale: str | None = None, pad_mode: str | None = None
+) -> dict[str, int]:
+    """Apply the options in place; returns how many DABs / convs were changed."""
+    from ..binarize import DAB
+    from ..nn.binary import PAD_MODES, BinaryConv2d
+
+    if dab_scale not in (None, "channel", "shared"):
+        raise ValueError(f"dab_scale must be 'channel' or 'shared', got {dab_scale!r}")
+    if pad_mode not in (None, *PAD_MODES):
+        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    changed = {"dab": 0, "conv": 0}
+    for module in model.modules():
+        if dab_scale is not None and isinstance(module, DAB):
+            module.scale = dab_scale
+            changed["dab"] += 1
+        if (
+            pad_mode is not None
+            and isinstance(module, BinaryConv2d)
+            and getattr(module.act_binarizer, "bits", 32) == 1
+        ):
+            module.pad_mode = pad_mode
+            changed["conv"] += 1
+    return changed
