@@ -775,6 +775,297 @@ static PyObject *py_pack_f32(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Graph-runtime helpers: threshold packing with DAB statistics, channel sums, bilinear resize.  */
+
+#include <math.h>
+
+/* Fixed pixel chunk for the per-channel double sums: partial sums are taken per chunk and added
+ * in chunk order, so the result does not depend on the thread count. */
+#define BK_CHUNK 256
+
+/* One pixel row of C floats against thresholds t (NULL = 0): bit = x < t (LSB-first, bit 1 =
+ * -1), zeros += count(x == t), dev[c] += |x - t| in double when dev is not NULL. */
+static void thr_row(const float *xr, const float *t, uint64_t *orow, int C, double *dev,
+                    long *zeros) {
+    int CW = (C + 63) / 64;
+    long z = 0;
+    for (int cw = 0; cw < CW; cw++) {
+        int n = C - cw * 64 < 64 ? C - cw * 64 : 64;
+        uint64_t word = 0;
+        for (int j = 0; j < n; j++) {
+            int c = cw * 64 + j;
+            float v = xr[c], tt = t ? t[c] : 0.0f;
+            word |= (uint64_t)(v < tt) << j;
+            z += v == tt;
+            if (dev) dev[c] += fabs((double)v - (double)tt);
+        }
+        orow[cw] = word;
+    }
+    *zeros += z;
+}
+
+#if BK_X86
+__attribute__((target("avx2,popcnt"))) static void thr_row_avx2(const float *xr, const float *t,
+                                                                uint64_t *orow, int C,
+                                                                double *dev, long *zeros) {
+    int full = C / 64;
+    long z = 0;
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256d signmask = _mm256_set1_pd(-0.0);
+    for (int cw = 0; cw < full; cw++) {
+        uint64_t word = 0;
+        for (int g = 0; g < 8; g++) {
+            int c = cw * 64 + g * 8;
+            __m256 v = _mm256_loadu_ps(xr + c);
+            __m256 tt = t ? _mm256_loadu_ps(t + c) : zero;
+            word |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, tt, _CMP_LT_OQ))
+                    << (g * 8);
+            z += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, tt,
+                                                                                _CMP_EQ_OQ)));
+            if (dev) {
+                __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                                           _mm256_cvtps_pd(_mm256_castps256_ps128(tt)));
+                __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)),
+                                           _mm256_cvtps_pd(_mm256_extractf128_ps(tt, 1)));
+                _mm256_storeu_pd(dev + c, _mm256_add_pd(_mm256_loadu_pd(dev + c),
+                                                        _mm256_andnot_pd(signmask, lo)));
+                _mm256_storeu_pd(dev + c + 4, _mm256_add_pd(_mm256_loadu_pd(dev + c + 4),
+                                                            _mm256_andnot_pd(signmask, hi)));
+            }
+        }
+        orow[cw] = word;
+    }
+    *zeros += z;
+    if (C % 64)
+        thr_row(xr + full * 64, t ? t + full * 64 : NULL, orow + full, C % 64,
+                dev ? dev + full * 64 : NULL, zeros);
+}
+#endif
+
+/* pack_thresh(x, tau, out, dev, N, HW, C, per_n, threads, path) -> zeros
+ * x float32 (N, HW, C); tau float32 (N, C) if per_n, (C,) otherwise, or None (threshold 0);
+ * out uint64 (N, HW, ceil(C/64)) gets bits x < tau; dev float64 (N, C) or None receives
+ * sum over pixels of |x - tau| (double, chunked in a thread-independent order). Returns the
+ * number of exact ties x == tau (torch.sign's 0). */
+static PyObject *py_pack_thresh(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ox, *ot, *oout, *odev;
+    Py_ssize_t N, HW;
+    int C, per_n, threads, path;
+    if (!PyArg_ParseTuple(args, "OOOOnniiii", &ox, &ot, &oout, &odev, &N, &HW, &C, &per_n,
+                          &threads, &path))
+        return NULL;
+    if (N < 0 || HW < 0 || C < 1) {
+        PyErr_SetString(PyExc_ValueError, "_bkernels.pack_thresh: invalid shape");
+        return NULL;
+    }
+    int CW = (C + 63) / 64;
+    Py_buffer bx, bt, bo, bd;
+    bt.obj = bo.obj = bd.obj = NULL;
+    if (get_buf(ox, &bx, 0, N * HW * C * 4, "x", 0) < 0) return NULL;
+    if (get_buf(ot, &bt, 0, (per_n ? N : 1) * C * 4, "tau", 1) < 0 ||
+        get_buf(oout, &bo, 1, N * HW * CW * 8, "out", 0) < 0 ||
+        get_buf(odev, &bd, 1, N * C * 8, "dev", 1) < 0) {
+        rel(&bx); rel(&bt); rel(&bo); rel(&bd);
+        return NULL;
+    }
+    const float *x = (const float *)bx.buf, *tau = (const float *)bt.buf;
+    uint64_t *out = (uint64_t *)bo.buf;
+    double *dev = (double *)bd.buf;
+    int use_avx2 = path >= P_AVX2 && path_supported(P_AVX2);
+    (void)use_avx2;
+    long nch = (long)((HW + BK_CHUNK - 1) / BK_CHUNK);
+    long tasks = (long)N * nch;
+    double *part = NULL;
+    long *zpart = (long *)calloc((size_t)(tasks > 0 ? tasks : 1), sizeof(long));
+    if (dev) part = (double *)calloc((size_t)(tasks > 0 ? tasks : 1) * C, sizeof(double));
+    if (!zpart || (dev && !part)) {
+        free(zpart); free(part);
+        rel(&bx); rel(&bt); rel(&bo); rel(&bd);
+        return PyErr_NoMemory();
+    }
+    threads = clamp_threads(threads);
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (long task = 0; task < tasks; task++) {
+        long n = task / nch, ch = task % nch;
+        long p0 = ch * BK_CHUNK, p1 = p0 + BK_CHUNK < HW ? p0 + BK_CHUNK : HW;
+        const float *t = tau ? tau + (per_n ? n * C : 0) : NULL;
+        double *d = part ? part + task * C : NULL;
+        long z = 0;
+        for (long p = p0; p < p1; p++) {
+            const float *xr = x + (n * HW + p) * C;
+            uint64_t *orow = out + (n * HW + p) * CW;
+#if BK_X86
+            if (use_avx2) thr_row_avx2(xr, t, orow, C, d, &z);
+            else
+#endif
+                thr_row(xr, t, orow, C, d, &z);
+        }
+        zpart[task] = z;
+    }
+    Py_END_ALLOW_THREADS
+    long zeros = 0;
+    for (long task = 0; task < tasks; task++) zeros += zpart[task];
+    if (dev) {
+        for (long n = 0; n < N; n++) {
+            double *dn = dev + n * C;
+            for (int c = 0; c < C; c++) dn[c] = 0.0;
+            for (long ch = 0; ch < nch; ch++) {
+                const double *pp = part + (n * nch + ch) * C;
+                for (int c = 0; c < C; c++) dn[c] += pp[c];
+            }
+        }
+    }
+    free(zpart);
+    free(part);
+    rel(&bx); rel(&bt); rel(&bo); rel(&bd);
+    return PyLong_FromLong(zeros);
+}
+
+/* chan_sum(x, out, N, HW, C, threads): out float64 (N, C) = sum over pixels of x (N, HW, C),
+ * chunked in a thread-independent order. */
+static PyObject *py_chan_sum(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ox, *oout;
+    Py_ssize_t N, HW;
+    int C, threads;
+    if (!PyArg_ParseTuple(args, "OOnnii", &ox, &oout, &N, &HW, &C, &threads)) return NULL;
+    if (N < 0 || HW < 0 || C < 1) {
+        PyErr_SetString(PyExc_ValueError, "_bkernels.chan_sum: invalid shape");
+        return NULL;
+    }
+    Py_buffer bx, bo;
+    if (get_buf(ox, &bx, 0, N * HW * C * 4, "x", 0) < 0) return NULL;
+    if (get_buf(oout, &bo, 1, N * C * 8, "out", 0) < 0) {
+        rel(&bx);
+        return NULL;
+    }
+    const float *x = (const float *)bx.buf;
+    double *out = (double *)bo.buf;
+    long nch = (long)((HW + BK_CHUNK - 1) / BK_CHUNK);
+    long tasks = (long)N * nch;
+    double *part = (double *)calloc((size_t)(tasks > 0 ? tasks : 1) * C, sizeof(double));
+    if (!part) {
+        rel(&bx); rel(&bo);
+        return PyErr_NoMemory();
+    }
+    threads = clamp_threads(threads);
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (long task = 0; task < tasks; task++) {
+        long n = task / nch, ch = task % nch;
+        long p0 = ch * BK_CHUNK, p1 = p0 + BK_CHUNK < HW ? p0 + BK_CHUNK : HW;
+        double *d = part + task * C;
+        for (long p = p0; p < p1; p++) {
+            const float *xr = x + (n * HW + p) * C;
+            for (int c = 0; c < C; c++) d[c] += (double)xr[c];
+        }
+    }
+    for (long n = 0; n < N; n++) {
+        double *dn = out + n * C;
+        for (int c = 0; c < C; c++) dn[c] = 0.0;
+        for (long ch = 0; ch < nch; ch++) {
+            const double *pp = part + (n * nch + ch) * C;
+            for (int c = 0; c < C; c++) dn[c] += pp[c];
+        }
+    }
+    Py_END_ALLOW_THREADS
+    free(part);
+    rel(&bx); rel(&bo);
+    Py_RETURN_NONE;
+}
+
+/* bilinear_nhwc(x, out, h0, h1, lh, w0, w1, lw, N, H, W, C, OH, OW, threads): separable
+ * bilinear resize of NHWC float32 data with precomputed source indices (int64) and weights
+ * (float32), rows first then columns, in exactly the float32 operations of the numpy path:
+ * top = a * (1 - lh) + b * lh; out = top0 * (1 - lw) + top1 * lw. */
+static PyObject *py_bilinear_nhwc(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ox, *oout, *oh0, *oh1, *olh, *ow0, *ow1, *olw;
+    Py_ssize_t N, H, W, OH, OW;
+    int C, threads;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOnnninni", &ox, &oout, &oh0, &oh1, &olh, &ow0, &ow1,
+                          &olw, &N, &H, &W, &C, &OH, &OW, &threads))
+        return NULL;
+    Py_buffer bx, bo, bh0, bh1, blh, bw0, bw1, blw;
+    bo.obj = bh0.obj = bh1.obj = blh.obj = bw0.obj = bw1.obj = blw.obj = NULL;
+    if (get_buf(ox, &bx, 0, N * H * W * C * 4, "x", 0) < 0) return NULL;
+    if (get_buf(oout, &bo, 1, N * OH * OW * C * 4, "out", 0) < 0 ||
+        get_buf(oh0, &bh0, 0, OH * 8, "h0", 0) < 0 || get_buf(oh1, &bh1, 0, OH * 8, "h1", 0) < 0 ||
+        get_buf(olh, &blh, 0, OH * 4, "lh", 0) < 0 || get_buf(ow0, &bw0, 0, OW * 8, "w0", 0) < 0 ||
+        get_buf(ow1, &bw1, 0, OW * 8, "w1", 0) < 0 || get_buf(olw, &blw, 0, OW * 4, "lw", 0) < 0) {
+        rel(&bx); rel(&bo); rel(&bh0); rel(&bh1); rel(&blh); rel(&bw0); rel(&bw1); rel(&blw);
+        return NULL;
+    }
+    const float *x = (const float *)bx.buf, *lh = (const float *)blh.buf,
+                *lw = (const float *)blw.buf;
+    float *out = (float *)bo.buf;
+    const int64_t *h0 = (const int64_t *)bh0.buf, *h1 = (const int64_t *)bh1.buf,
+                  *w0 = (const int64_t *)bw0.buf, *w1 = (const int64_t *)bw1.buf;
+    int bad = 0;
+    for (Py_ssize_t i = 0; i < OH; i++)
+        bad |= h0[i] < 0 || h0[i] >= H || h1[i] < 0 || h1[i] >= H;
+    for (Py_ssize_t j = 0; j < OW; j++)
+        bad |= w0[j] < 0 || w0[j] >= W || w1[j] < 0 || w1[j] >= W;
+    if (bad) {
+        rel(&bx); rel(&bo); rel(&bh0); rel(&bh1); rel(&blh); rel(&bw0); rel(&bw1); rel(&blw);
+        PyErr_SetString(PyExc_ValueError, "_bkernels.bilinear_nhwc: index out of range");
+        return NULL;
+    }
+    threads = clamp_threads(threads);
+    long rows = (long)(N * OH);
+    int fail = 0;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+        float *top = (float *)malloc((size_t)W * C * sizeof(float));
+        if (!top) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            fail = 1;
+        }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (long r = 0; r < rows; r++) {
+            if (!top) continue;
+            long n = r / OH, i = r % OH;
+            const float *a = x + ((n * H + h0[i]) * W) * C, *b = x + ((n * H + h1[i]) * W) * C;
+            float l1 = lh[i], l0 = 1.0f - l1;
+            for (long k = 0; k < (long)W * C; k++) {
+                float p = a[k] * l0;
+                float q = b[k] * l1;
+                top[k] = p + q;
+            }
+            float *orow = out + (n * OH + i) * OW * C;
+            for (Py_ssize_t j = 0; j < OW; j++) {
+                const float *t0 = top + w0[j] * C, *t1 = top + w1[j] * C;
+                float m1 = lw[j], m0 = 1.0f - m1;
+                float *o = orow + j * C;
+                for (int c = 0; c < C; c++) {
+                    float p = t0[c] * m0;
+                    float q = t1[c] * m1;
+                    o[c] = p + q;
+                }
+            }
+        }
+        free(top);
+    }
+    Py_END_ALLOW_THREADS
+    rel(&bx); rel(&bo); rel(&bh0); rel(&bh1); rel(&blh); rel(&bw0); rel(&bw1); rel(&blw);
+    if (fail) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_cpu_features(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
@@ -821,6 +1112,9 @@ static PyMethodDef methods[] = {
     {"conv2d", py_conv2d, METH_VARARGS, "Dense binary conv (see bidense.deploy.kernels)."},
     {"depthwise2d", py_depthwise2d, METH_VARARGS, "Depthwise binary conv."},
     {"pack_f32", py_pack_f32, METH_VARARGS, "Pack float32 rows to sign bits."},
+    {"pack_thresh", py_pack_thresh, METH_VARARGS, "Pack x < tau bits, count ties, |x - tau|."},
+    {"chan_sum", py_chan_sum, METH_VARARGS, "Per-channel float64 sums of NHWC float32 data."},
+    {"bilinear_nhwc", py_bilinear_nhwc, METH_VARARGS, "Bilinear resize of NHWC float32."},
     {"cpu_features", py_cpu_features, METH_NOARGS, "Run-time CPU features."},
     {"path_supported", py_path_supported, METH_VARARGS, "Whether a kernel path runs here."},
     {"build_info", py_build_info, METH_NOARGS, "Compile-time facts."},

@@ -31,10 +31,13 @@ import numpy as np
 
 __all__ = ["MODEL_CASES", "run_model_benchmark", "run_benchmark_cli", "amdahl_bound"]
 
-#: (model, method, input size): packed BiDense and a baseline, small enough for 2 cores
+#: (model, method, input size): a baseline, BiDense with the deployment-friendly DAB
+#: (``"bidense:shared"``: every DAB's ``scale = "shared"``, one alpha per sample) and BiDense
+#: with the paper's per-channel DAB (its dense convs take the float path, about fp32 speed)
 MODEL_CASES: tuple[tuple[str, str, int], ...] = (
-    ("upernet_convnext_atto", "bidense", 128),
-    ("upernet_resnet18", "reactnet", 128),
+    ("upernet_resnet18", "reactnet", 256),
+    ("upernet_convnext_atto", "bidense:shared", 256),
+    ("upernet_convnext_atto", "bidense", 256),
 )
 #: single-layer speed-up used for the bound when the layer benchmark is not run (docs/runtime.md)
 LAYER_SPEEDUP = 13.5
@@ -74,7 +77,12 @@ else:
     import torch
     from bidense.models import create_model
     torch.set_num_threads(threads)
-    m = create_model(name, task="seg", num_classes=19, method=method).eval()
+    m = create_model(name, task="seg", num_classes=19, method=method.split(":")[0]).eval()
+    if method.endswith(":shared"):
+        from bidense.binarize import DAB
+        for mod in m.modules():
+            if isinstance(mod, DAB):
+                mod.scale = "shared"
     xt = torch.from_numpy(x)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.inference_mode():
@@ -131,10 +139,10 @@ def run_model_benchmark(
     with tempfile.TemporaryDirectory() as tmp:
         for name, method, size in cases:
             torch.manual_seed(0)
-            model = create_model(name, task="seg", num_classes=19, method=method).eval()
+            model = _make_model(name, method)
             fp32 = create_model(name, task="seg", num_classes=19, method="fp32").eval()
             x = torch.randn(1, 3, size, size)
-            path = os.path.join(tmp, f"{name}_{method}.bdn")
+            path = os.path.join(tmp, f"{name}_{method.replace(':', '_')}.bdn")
             info = export(model, path, x)
             summ = summarize(model, (1, 3, size, size))
             bm, fm = summ.totals["binary_macs"], summ.totals["fp_macs"]
@@ -172,6 +180,33 @@ def run_model_benchmark(
     if json_path:
         _write_json(json_path, results)
     return results
+
+
+def _make_model(name: str, method: str) -> Any:
+    """``create_model`` in eval mode; ``"<method>:shared"`` sets every DAB to one alpha per
+    sample (the deployment-friendly variant that keeps BiDense convs on the packed path)."""
+    import torch
+
+    from bidense.binarize import DAB
+    from bidense.models import create_model
+
+    model = create_model(name, task="seg", num_classes=19, method=method.split(":")[0]).eval()
+    if method.endswith(":shared"):
+        for m in model.modules():
+            if isinstance(m, DAB):
+                m.scale = "shared"
+    # non-trivial BN statistics, as a trained model has: a fresh model's zero BN biases put
+    # many conv outputs exactly on the next sign's threshold, where PyTorch's own float
+    # rounding decides the sign (docs/runtime.md), which would make the error column noise
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.05)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+    return model
 
 
 def _format_model(rec: dict[str, Any]) -> str:

@@ -1,0 +1,153 @@
+"""The fast runtime pieces: threshold packing with DAB statistics, channel sums, bilinear resize,
+fused epilogues, channels-last execution and ``export_checkpoint(verify=True)``."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bidense.deploy import kernels
+from bidense.deploy.export import export, export_checkpoint, max_relative_error
+from bidense.deploy.runtime import Runtime
+from bidense.nn import BinaryConv2d, RPReLU
+
+
+@pytest.mark.parametrize("tau_kind", ["none", "channel", "sample"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pack_thresh_bits_ties_and_deviation(tau_kind, threads):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 3, 130)).astype(np.float32)
+    tau = {"none": None, "channel": rng.standard_normal(130).astype(np.float32) * 0.1,
+           "sample": rng.standard_normal((2, 130)).astype(np.float32) * 0.1}[tau_kind]
+    t4 = np.zeros(130, np.float32) if tau is None else (tau if tau.ndim == 1 else
+                                                         tau[:, None, None, :])
+    x[0, 0, 0, :7] = np.broadcast_to(t4, x.shape)[0, 0, 0, :7]  # exact ties
+    bits, ties, dev = kernels._pack_thresh(x, tau, absdev=True, threads=threads)
+    # independent: sign bits of x - tau one channel at a time, LSB-first
+    neg = (x.astype(np.float64) - t4) < 0
+    for c in (0, 63, 64, 129):
+        got = (bits[..., c // 64] >> np.uint64(c % 64)) & np.uint64(1)
+        np.testing.assert_array_equal(got.astype(bool), neg[..., c])
+    assert ties == int(np.count_nonzero(x.astype(np.float64) == t4)) >= 7
+    ref = np.abs(x.astype(np.float64) - t4.astype(np.float64)).sum(axis=(1, 2))
+    np.testing.assert_allclose(dev, ref, rtol=1e-12)
+    assert int(bits[..., -1].max() >> np.uint64(2)) == 0  # channels 130..191 stay zero
+
+
+def test_chan_sum_and_thread_independence():
+    x = np.random.default_rng(1).standard_normal((2, 33, 17, 70)).astype(np.float32)
+    s1 = kernels._chan_sum(x, threads=1)
+    s2 = kernels._chan_sum(x, threads=2)
+    np.testing.assert_array_equal(s1, s2)  # fixed chunk order, not a thread reduction
+    np.testing.assert_allclose(s1, x.astype(np.float64).sum(axis=(1, 2)), rtol=1e-12)
+    _, _, d1 = kernels._pack_thresh(x, None, absdev=True, threads=1)
+    _, _, d2 = kernels._pack_thresh(x, None, absdev=True, threads=2)
+    np.testing.assert_array_equal(d1, d2)
+
+
+@pytest.mark.parametrize("align", [False, True])
+@pytest.mark.parametrize("size", [(13, 21), (4, 4), (1, 7)])
+def test_runtime_bilinear_matches_torch(tmp_path, align, size):
+    class Up(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=align)
+
+    x = torch.randn(2, 5, 6, 9)
+    export(Up(), tmp_path / "u.bdn", x)
+    got = Runtime(tmp_path / "u.bdn", threads=2)(x.numpy())
+    ref = F.interpolate(x.double(), size=size, mode="bilinear", align_corners=align).numpy()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+
+
+def _react_block(c_in: int, c_out: int) -> nn.Module:
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = BinaryConv2d(c_in, c_out, 3, padding=1, act_binarizer="rsign",
+                                     weight_binarizer="mean_abs")
+            self.bn = nn.BatchNorm2d(c_out)
+            self.act = RPReLU(c_out)
+
+        def forward(self, x):
+            return self.act(self.bn(self.conv(x)) + x)
+
+    return Block()
+
+
+def test_fused_epilogue_matches_float64_reference(tmp_path):
+    torch.manual_seed(7)
+    block = _react_block(70, 70)
+    with torch.no_grad():
+        block.conv.act_binarizer.threshold.normal_(0, 0.1)
+        block.bn.running_mean.normal_(0, 0.1)
+        block.bn.running_var.uniform_(0.5, 2)
+        block.act.gamma.normal_(0, 0.1)
+        block.act.beta.uniform_(0.1, 0.4)
+        if block.act.zeta is not None:
+            block.act.zeta.normal_(0, 0.1)
+    block.eval()
+    x = torch.randn(1, 70, 9, 11)
+    export(block, tmp_path / "b.bdn", x)
+    rt = Runtime(tmp_path / "b.bdn", threads=2)
+    got = rt(x.numpy())
+    rep = rt.report()
+    assert len(rep) == 1 and rep[0]["fused"] == ["add", "rprelu"]
+    assert rep[0]["path"] == "packed"
+    # independent float64 computation of the block
+    c = block.conv
+    thr = c.act_binarizer.threshold.detach().double().view(1, -1, 1, 1)
+    s = torch.sign(x.double() - thr)
+    w = c.weight_binarizer(c.weight.detach()).double()
+    d = F.conv2d(s, w, padding=1)
+    bn = block.bn
+    z = (d - bn.running_mean.double().view(1, -1, 1, 1)) / torch.sqrt(
+        bn.running_var.double().view(1, -1, 1, 1) + bn.eps) * bn.weight.double().view(
+        1, -1, 1, 1) + bn.bias.double().view(1, -1, 1, 1)
+    y = z + x.double()
+    a = block.act
+    t = y - a.gamma.detach().double().view(1, -1, 1, 1)
+    t = torch.where(t > 0, t, a.beta.detach().double().view(1, -1, 1, 1) * t)
+    if a.zeta is not None:
+        t = t + a.zeta.detach().double().view(1, -1, 1, 1)
+    assert max_relative_error(got, t.detach().numpy()) < 1e-5
+
+
+def test_channels_last_inside_contiguous_outside(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 8, 1)).eval()
+    x = torch.randn(1, 3, 10, 10)
+    export(model, tmp_path / "m.bdn", x)
+    rt = Runtime(tmp_path / "m.bdn")
+    rt._keep = True
+    got = rt(x.numpy())
+    assert got.flags.c_contiguous and got.shape == (1, 8, 5, 5)
+    inner = [v for k, v in rt._env.items() if k != "input" and np.ndim(v) == 4]
+    assert inner and all(v.transpose(0, 2, 3, 1).flags.c_contiguous for v in inner)
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), rtol=0, atol=1e-5)
+
+
+def test_export_checkpoint_verify(tmp_path, monkeypatch):
+    from bidense.engine.config import load_config
+    from bidense.engine.trainer import train
+
+    monkeypatch.setenv("BIDENSE_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    tiny = ["name=tiny", "device=cpu", "model.name=upernet_convnext_micro",
+            "model.method=bidense", "data.dataset=synthetic", "data.batch_size=4",
+            "data.kwargs={size: [32, 32]}", "data.train_kwargs={num_images: 8}",
+            "data.val_kwargs={num_images: 4}", "train.epochs=1", "train.lr=0.002",
+            "train.progress=off"]
+    train(load_config(overrides=tiny), run_dir=tmp_path / "run", quiet=True)
+    ckpt = tmp_path / "run" / "last.pt"
+    assert ckpt.is_file()
+    info = export_checkpoint(ckpt, tmp_path / "m.bdn", verify=True)
+    assert os.path.getsize(tmp_path / "m.bdn") == info.file_bytes
+    assert info.max_rel_error is not None and info.max_rel_error < 1e-4
+    assert "verify: max relative error" in str(info)
