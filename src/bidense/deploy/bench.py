@@ -22,12 +22,9 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 __all__ = ["MODEL_CASES", "run_model_benchmark", "run_benchmark_cli", "amdahl_bound"]
 
@@ -49,30 +46,26 @@ def amdahl_bound(binary_share: float, layer_speedup: float) -> float:
     return 1.0 / ((1.0 - b) + b / float(layer_speedup))
 
 
-def _time(fn: Callable[[], object], repeats: int, min_time: float) -> dict[str, float]:
-    fn()  # warm-up
-    ts: list[float] = []
-    start = time.perf_counter()
-    while len(ts) < repeats or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        ts.append(1e3 * (time.perf_counter() - t0))
-        if len(ts) >= 10 * repeats:
-            break
-    a = np.asarray(ts)
-    return {"min_ms": float(a.min()), "median_ms": float(np.median(a)), "runs": len(ts)}
+_ENGINE_CODE = """
+import json, sys, time, numpy as np
 
+def hwm_kib():
+    # VmHWM is per address space and starts afresh at exec (ru_maxrss would inherit the
+    # parent's peak across fork + exec)
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-_RSS_CODE = """
-import resource, sys, numpy as np
-engine, path, name, method, size, threads = sys.argv[1:7]
-size, threads = int(size), int(threads)
+engine, path, name, method, size, threads, repeats, min_time = sys.argv[1:9]
+size, threads, repeats, min_time = int(size), int(threads), int(repeats), float(min_time)
 x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
 if engine == "runtime":
     from bidense.deploy.runtime import Runtime
     rt = Runtime(path, threads=threads)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rt(x)
+    run = lambda: rt(x)
 else:
     import torch
     from bidense.models import create_model
@@ -84,28 +77,41 @@ else:
             if isinstance(mod, DAB):
                 mod.scale = "shared"
     xt = torch.from_numpy(x)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with torch.inference_mode():
-        m(xt)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(after, after - before)
+    def run():
+        with torch.inference_mode():
+            m(xt)
+loaded = hwm_kib()
+run()
+ts = []
+start = time.perf_counter()
+while len(ts) < repeats or time.perf_counter() - start < min_time:
+    t0 = time.perf_counter()
+    run()
+    ts.append(1e3 * (time.perf_counter() - t0))
+    if len(ts) >= 10 * repeats:
+        break
+print(json.dumps({"min_ms": min(ts), "median_ms": float(np.median(ts)), "runs": len(ts),
+                  "peak_rss_kib": hwm_kib(), "loaded_rss_kib": loaded,
+                  "torch_imported": "torch" in sys.modules}))
 """
 
 
-def _peak_rss_kib(engine: str, path: str, name: str, method: str, size: int) -> int | None:
-    # whole-process peak RSS of a fresh interpreter that loads one engine and runs once (the
-    # runtime process never imports torch; the delta over the inference alone is often 0
-    # because loading already reached the peak)
+def _engine_process(engine: str, path: str, name: str, method: str, size: int, threads: int,
+                     repeats: int, min_time: float) -> dict[str, Any] | None:
+    """Time one engine in a fresh interpreter (the runtime's never imports torch), with its
+    whole-process peak RSS."""
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     try:
-        out = subprocess.run([sys.executable, "-c", _RSS_CODE, engine, path, name, method,
-                              str(size), "1"], capture_output=True, text=True, env=env,
-                             timeout=600)
+        out = subprocess.run(
+            [sys.executable, "-c", _ENGINE_CODE, engine, path, name, method, str(size),
+             str(threads), str(repeats), str(min_time)],
+            capture_output=True, text=True, env=env, timeout=900,
+        )
         if out.returncode != 0:
             return None
-        return int(out.stdout.strip().splitlines()[-1].split()[0])
+        return json.loads(out.stdout.strip().splitlines()[-1])
     except (subprocess.SubprocessError, ValueError, IndexError):
         return None
 
@@ -159,24 +165,29 @@ def run_model_benchmark(
             }
             with torch.inference_mode():
                 ref = model(x).numpy()
+            rt = Runtime(path, threads=1)
+            rec["max_rel_error"] = max_relative_error(rt(xn), ref)
+            rec["paths"] = sorted({r["path"] for r in rt.report()
+                                   if r["op"] in ("bconv", "bconvT", "blinear")})
+            rec["peak_rss_kib"] = {}
             for t in threads:
-                rt = Runtime(path, threads=t)
-                rec["max_rel_error"] = max_relative_error(rt(xn), ref)
-                torch.set_num_threads(t)
-                row = {"runtime": _time(lambda rt=rt, xn=xn: rt(xn), repeats, min_time)}
-                with torch.inference_mode():
-                    row["torch_fp32"] = _time(lambda m=fp32, x=x: m(x), repeats, min_time)
-                    row["torch_fake_binary"] = _time(lambda m=model, x=x: m(x), repeats, min_time)
+                # each engine in its own fresh process: the runtime as deployed (no torch),
+                # PyTorch with its defaults; all three for the same input and thread count
+                row = {
+                    "runtime": _engine_process("runtime", path, name, method, size, t,
+                                               repeats, min_time),
+                    "torch_fp32": _engine_process("torch", path, name, "fp32", size, t,
+                                                  repeats, min_time),
+                    "torch_fake_binary": _engine_process("torch", path, name, method, size, t,
+                                                         repeats, min_time),
+                }
+                if any(v is None for v in row.values()):
+                    raise RuntimeError(f"benchmark subprocess failed for {name}/{method}")
                 row["speedup_vs_fp32_min"] = row["torch_fp32"]["min_ms"] / row["runtime"][
                     "min_ms"]
                 rec["threads"][str(t)] = row
-                rec["paths"] = sorted({r["path"] for r in rt.report()
-                                       if r["op"] in ("bconv", "bconvT", "blinear")})
-            rec["peak_rss_kib"] = {
-                "runtime": _peak_rss_kib("runtime", path, name, method, size),
-                "torch_fp32": _peak_rss_kib("torch", path, name, "fp32", size),
-                "torch_fake_binary": _peak_rss_kib("torch", path, name, method, size),
-            }
+                rec["peak_rss_kib"][str(t)] = {k: row[k]["peak_rss_kib"] for k in
+                                               ("runtime", "torch_fp32", "torch_fake_binary")}
             results["models"].append(rec)
             if verbose:
                 print(_format_model(rec), flush=True)
@@ -225,7 +236,9 @@ def _format_model(rec: dict[str, Any]) -> str:
         lines.append(f"  {t:>7} {r['min_ms']:>9.1f}/{r['median_ms']:<10.1f}"
                      f"{f['min_ms']:>8.1f}/{f['median_ms']:<9.1f}{b['min_ms']:>9.1f}/"
                      f"{b['median_ms']:<10.1f} {row['speedup_vs_fp32_min']:>17.2f}x")
-    lines.append(f"  peak RSS of a fresh process (KiB): {rec['peak_rss_kib']}")
+    for t, peaks in rec["peak_rss_kib"].items():
+        lines.append(f"  peak RSS, whole process, {t} thread(s) (MiB): " + ", ".join(
+            f"{k} {v / 1024:.0f}" for k, v in peaks.items()))
     lines.append(f"  binary paths: {', '.join(rec.get('paths', []))}")
     return "\n".join(lines)
 
