@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import colorsys
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bidense._atomic import atomic_open
 
 from .base import DenseDataset, Sample
 
@@ -549,16 +550,8 @@ def cache_dir() -> Path:
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        np.savez_compressed(f, **arrays)
 
 
 class SyntheticScenes(DenseDataset):

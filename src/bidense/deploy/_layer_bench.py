@@ -8,14 +8,13 @@ empty), so importing :mod:`bidense.deploy` never imports torch.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from bidense._atomic import atomic_open
 from bidense.deploy import kernels as K
 
 #: (name, C_in, C_out, H = W, kernel, stride) -- the layer shapes of issue 6 / engines.md 3.
@@ -40,17 +39,8 @@ def _time(fn: Callable[[], object], repeats: int, min_time: float) -> dict[str, 
 
 
 def _write_json(path: str, obj: dict) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=2)
 
 
 def run_layer_benchmark(

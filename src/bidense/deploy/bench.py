@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bidense._atomic import atomic_open
+
 __all__ = ["MODEL_CASES", "run_model_benchmark", "run_benchmark_cli", "amdahl_bound"]
 
 #: (model, method, input size): a baseline, BiDense with the deployment-friendly DAB
@@ -244,11 +246,8 @@ def _format_model(rec: dict[str, Any]) -> str:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent or ".")
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump(data, f, indent=2)
-    os.replace(tmp, p)
 
 
 def run_benchmark_cli(args: Any) -> dict[str, Any]:

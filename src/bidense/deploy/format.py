@@ -26,12 +26,12 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bidense._atomic import atomic_open
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "BdnFormatError", "BdnFile", "write_bdn", "read_bdn"]
 
@@ -90,18 +90,8 @@ def write_bdn(
     ).encode("utf-8")
     digest = hashlib.sha256(header + payload).digest()
     data = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + digest + payload
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        f.write(data)
     return len(data)
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .._atomic import atomic_open
 
 FORMAT = "bidense-checkpoint"
 VERSION = 1
@@ -25,20 +26,9 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` atomically (temp file, fsync, rename over ``path``)."""
+    with atomic_open(path) as fh:
+        torch.save(obj, fh)
 
 
 def rng_state() -> dict[str, Any]:
