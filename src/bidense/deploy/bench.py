@@ -37,6 +37,7 @@ MODEL_CASES: tuple[tuple[str, str, int], ...] = (
     ("upernet_resnet18", "reactnet", 256),
     ("upernet_convnext_atto", "bidense:shared", 256),
     ("upernet_convnext_atto", "bidense", 256),
+    ("ding_resnet18", "ding", 256),
 )
 #: single-layer speed-up used for the bound when the layer benchmark is not run (docs/runtime.md)
 LAYER_SPEEDUP = 13.5
