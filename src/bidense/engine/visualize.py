@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.segmentation import voc_palette
+
 _ADE20K_HEX = """
 787878 b47878 06e6e6 503232 04c803 787850 8c8c8c cc05ff e6e6e6 04fa07 e005ff ebff07 96053d 787846
 08ff33 ff0652 8fff8c ccff04 ff3307 cc4603 0066c8 3de6fa ff0633 0b66ff ff0747 ff09e0 0907e6 dcdcdc
@@ -34,20 +36,6 @@ def ade20k_palette() -> np.ndarray:
     return np.array(
         [[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in _ADE20K_HEX.split()], dtype=np.uint8
     )
-
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """PASCAL VOC's bit-interleaved colour map: 0 black, 1 (128,0,0), 255 (224,224,192)."""
-    pal = np.zeros((n, 3), dtype=np.uint8)
-    for label in range(n):
-        lab, r, g, b = label, 0, 0, 0
-        for j in range(8):
-            r |= ((lab >> 0) & 1) << (7 - j)
-            g |= ((lab >> 1) & 1) << (7 - j)
-            b |= ((lab >> 2) & 1) << (7 - j)
-            lab >>= 3
-        pal[label] = (r, g, b)
-    return pal
 
 
 def palette_for(num_classes: int, dataset: str | None = None) -> np.ndarray:
