@@ -205,6 +205,10 @@ class Trainer:
         self.metric = build_metric(cfg, num_classes)
         self.metric_name, self.metric_mode = headline_metric(cfg)
         self.teacher = self._build_teacher()
+        if self.teacher is not None:
+            from ..losses import DistillationLoss
+
+            self.kd_loss = DistillationLoss(temperature=cfg["train"]["distill"]["temperature"])
 
         data = cfg["data"]
         self.train_sampler = torch.utils.data.DistributedSampler(
@@ -317,13 +321,10 @@ class Trainer:
             out = self.ddp_model(images)
             loss = self.loss_fn(out, targets)
             if self.teacher is not None:
-                from ..losses import DistillationLoss
-
-                distill = self.cfg["train"]["distill"]
                 with torch.no_grad():
                     teacher_out = self.teacher(images)
-                kd = DistillationLoss(temperature=distill["temperature"])
-                loss = loss + distill["weight"] * kd(out, teacher_out)
+                kd_weight = self.cfg["train"]["distill"]["weight"]
+                loss = loss + kd_weight * self.kd_loss(out, teacher_out)
         return loss
 
     def train_one_epoch(self, epoch: int) -> float:
