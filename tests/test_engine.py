@@ -275,3 +275,15 @@ def test_distillation_from_a_teacher_checkpoint_changes_the_loss(tiny_run, tmp_p
     assert loss[1] > loss[0]  # the same seed and data: only the added KL term differs
     with pytest.raises(ConfigError, match="distillation is defined for"):
         load_config(overrides=base + ["model.task=depth", "train.distill.teacher=x.pt"])
+
+
+def test_too_little_disk_space_is_reported_before_training(tmp_path, monkeypatch):
+    from bidense.engine import checkpoint
+
+    class Tiny:
+        f_bavail, f_frsize = 10, 4096  # 40 KiB free
+
+    monkeypatch.setattr(checkpoint.os, "statvfs", lambda _: Tiny)
+    with pytest.raises(CheckpointError, match=r"only 0.0 MiB free, checkpoints need about"):
+        train(load_config(overrides=TINY), run_dir=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "last.pt").exists()

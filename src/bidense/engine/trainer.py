@@ -241,6 +241,10 @@ class Trainer:
             self.model.parameters(), lr=train["lr"], betas=tuple(train["betas"]),
             weight_decay=train["weight_decay"],
         )
+        if self.main:
+            # last.pt and best.pt each hold the weights and AdamW's two moments
+            state_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            check_writable(self.run_dir, need_bytes=2 * 3 * state_bytes)
         self.updates_per_epoch = math.ceil(len(self.train_loader) / self.accumulate)
         self.scheduler = self._build_scheduler()
         self.use_amp = train["amp"] == "auto" and self.device.type == "cuda"
