@@ -155,6 +155,11 @@ def test_predict_writes_pictures_and_raw_output(tiny_run, tmp_path):
     assert cli_main(["predict", str(run_dir / "last.pt"), str(tmp_path / "list.txt"), "-o",
                      str(out2)]) == 0
     assert (out2 / "0_vis.png").is_file() and not (out2 / "1_vis.png").exists()
+    out3 = tmp_path / "out3"
+    assert cli_main(["predict", str(run_dir / "last.pt"), str(images / "1*.png"), "-o",
+                     str(out3)]) == 0
+    assert (out3 / "1_vis.png").is_file() and not (out3 / "0_vis.png").exists()
+    assert cli_main(["predict", str(run_dir / "last.pt"), str(images / "nothing*.png")]) == 2
 
 
 def test_depth_training_and_prediction(tmp_path):

@@ -32,6 +32,8 @@ SMALL_MODELS = [
     "upernet_convnext_femto",
     "upernet_convnext_pico",
     "upernet_convnext_nano",
+    "upernet_convnext_micro",
+    "upernet_convnext_mini",
     "upernet_resnet18",
     "upernet_resnet34",
     "dpt_vit_tiny",
@@ -79,6 +81,9 @@ def test_list_models_has_required_names() -> None:
     for n in SMALL_MODELS + BIG_MODELS + ["upernet_mobilenetv2"]:
         assert n in names
     assert list_models() == sorted(names)
+    # every registered model is covered by a test here or in tests/test_ding.py
+    covered = set(SMALL_MODELS + BIG_MODELS) | {"upernet_mobilenetv2"}
+    assert names - covered == {"ding_resnet18", "ding_resnet_tiny"}
 
 
 def test_registry_errors_and_custom_model() -> None:
