@@ -159,7 +159,10 @@ def test_predict_writes_pictures_and_raw_output(tiny_run, tmp_path):
     assert cli_main(["predict", str(run_dir / "last.pt"), str(images / "1*.png"), "-o",
                      str(out3)]) == 0
     assert (out3 / "1_vis.png").is_file() and not (out3 / "0_vis.png").exists()
-    assert cli_main(["predict", str(run_dir / "last.pt"), str(images / "nothing*.png")]) == 2
+    missing_out = tmp_path / "never"
+    assert cli_main(["predict", str(run_dir / "last.pt"), str(images / "nothing*.png"), "-o",
+                     str(missing_out)]) == 2
+    assert not missing_out.exists()  # nothing written for a failed call
 
 
 def test_depth_training_and_prediction(tmp_path):

@@ -66,11 +66,11 @@ def predict_files(
     size: str | None = None,
 ) -> list[Path]:
     """Run a checkpoint on images; write a picture and the raw output per image."""
+    files = collect_inputs(inputs)
     model, cfg, ckpt = model_from_checkpoint(checkpoint)
     task = cfg["model"]["task"]
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = collect_inputs(inputs)
     num_classes = ckpt.get("num_classes") or 1
     palette = V.palette_for(num_classes, cfg["data"]["dataset"])
     written: list[Path] = []
