@@ -1066,6 +1066,272 @@ static PyObject *py_bilinear_nhwc(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Float32 GEMM for the runtime's FP convs (stem, 1x1 shortcuts, classifier).                  */
+
+/* fp_gemm(x, w, out, scale, bias, M, K, O, threads, variant): out (M, O) = x (M, K) @ w (K, O), then
+ * out = out * scale[o] and out = out + bias[o] (each optional, two float32 roundings as the
+ * numpy path). Every output element is ONE float32 accumulator summed over k = 0..K-1 in order
+ * (fused multiply-add on the AVX-512 path, multiply then add elsewhere), and threads split the
+ * rows only, so the result is bit-identical for every thread count (OpenBLAS's threaded sgemm
+ * is not, and its spinning workers slow the OpenMP kernels around it). variant -1 picks this
+ * CPU's (gemm_kind), 0..2 force one for tests. */
+#define GEMM_MR 8
+#define GEMM_ROWS 64 /* rows per parallel task */
+
+#define GEMM_SCALAR(NAME, ATTR)                                                                 \
+    ATTR static void NAME(const float *restrict x, const float *restrict w, float *restrict out, \
+                          const float *scale, const float *bias, long m0, long m1, int K, int O, \
+                          float *restrict acc) {                                                \
+        for (long m = m0; m < m1; m++) {                                                        \
+            const float *xr = x + m * K;                                                        \
+            for (int o = 0; o < O; o++) acc[o] = 0.0f;                                          \
+            for (int k = 0; k < K; k++) {                                                       \
+                const float xv = xr[k];                                                         \
+                const float *restrict wr = w + (long)k * O;                                     \
+                for (int o = 0; o < O; o++) {                                                   \
+                    float p = xv * wr[o];                                                       \
+                    acc[o] = acc[o] + p;                                                        \
+                }                                                                               \
+            }                                                                                   \
+            float *restrict orow = out + m * O;                                                 \
+            for (int o = 0; o < O; o++) {                                                       \
+                float v = acc[o];                                                               \
+                if (scale) v = v * scale[o];                                                    \
+                if (bias) v = v + bias[o];                                                      \
+                orow[o] = v;                                                                    \
+            }                                                                                   \
+        }                                                                                       \
+    }
+
+GEMM_SCALAR(gemm_rows_plain, )
+#if BK_X86
+GEMM_SCALAR(gemm_rows_avx2, __attribute__((target("avx2"))))
+
+__attribute__((target("avx512f"))) static inline __m512 gemm_epi512(__m512 v, const float *scale,
+                                                                     const float *bias, int o,
+                                                                     __mmask16 mk) {
+    if (scale) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mk, scale + o));
+    if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, bias + o));
+    return v;
+}
+
+/* 8 rows x (1 or 2) 16-column panels per tile; remainder rows one at a time with the same
+ * per-element operations (fmadd in k order), so tiling never changes a result. */
+__attribute__((target("avx512f"))) static void gemm_rows_avx512(
+    const float *restrict x, const float *restrict w, float *restrict out, const float *scale,
+    const float *bias, long m0, long m1, int K, int O, float *restrict unused) {
+    (void)unused;
+    const int np = (O + 15) / 16;
+    for (int j = 0; j < np; j += 2) {
+        const int two = np - j >= 2;
+        const int o0 = j * 16, o1 = o0 + 16;
+        const int r0 = O - o0, r1 = O - o1;
+        const __mmask16 k0 = r0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << r0) - 1u);
+        const __mmask16 k1 = !two ? (__mmask16)0 : r1 >= 16 ? (__mmask16)0xFFFF
+                                                             : (__mmask16)((1u << r1) - 1u);
+        long m = m0;
+        if (two) {
+            for (; m + GEMM_MR <= m1; m += GEMM_MR) {
+                __m512 a0[GEMM_MR], a1[GEMM_MR];
+#pragma GCC unroll 8
+                for (int i = 0; i < GEMM_MR; i++) a0[i] = a1[i] = _mm512_setzero_ps();
+                const float *xr = x + m * K;
+                for (int k = 0; k < K; k++) {
+                    const __m512 w0 = _mm512_maskz_loadu_ps(k0, w + (long)k * O + o0);
+                    const __m512 w1 = _mm512_maskz_loadu_ps(k1, w + (long)k * O + o1);
+#pragma GCC unroll 8
+                    for (int i = 0; i < GEMM_MR; i++) {
+                        const __m512 xb = _mm512_set1_ps(xr[(long)i * K + k]);
+                        a0[i] = _mm512_fmadd_ps(xb, w0, a0[i]);
+                        a1[i] = _mm512_fmadd_ps(xb, w1, a1[i]);
+                    }
+                }
+#pragma GCC unroll 8
+                for (int i = 0; i < GEMM_MR; i++) {
+                    float *orow = out + (m + i) * O;
+                    _mm512_mask_storeu_ps(orow + o0, k0, gemm_epi512(a0[i], scale, bias, o0, k0));
+                    _mm512_mask_storeu_ps(orow + o1, k1, gemm_epi512(a1[i], scale, bias, o1, k1));
+                }
+            }
+        } else {
+            for (; m + GEMM_MR <= m1; m += GEMM_MR) {
+                __m512 a0[GEMM_MR];
+#pragma GCC unroll 8
+                for (int i = 0; i < GEMM_MR; i++) a0[i] = _mm512_setzero_ps();
+                const float *xr = x + m * K;
+                for (int k = 0; k < K; k++) {
+                    const __m512 w0 = _mm512_maskz_loadu_ps(k0, w + (long)k * O + o0);
+#pragma GCC unroll 8
+                    for (int i = 0; i < GEMM_MR; i++)
+                        a0[i] = _mm512_fmadd_ps(_mm512_set1_ps(xr[(long)i * K + k]), w0, a0[i]);
+                }
+#pragma GCC unroll 8
+                for (int i = 0; i < GEMM_MR; i++)
+                    _mm512_mask_storeu_ps(out + (m + i) * O + o0, k0,
+                                          gemm_epi512(a0[i], scale, bias, o0, k0));
+            }
+        }
+        for (; m < m1; m++) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            const float *xr = x + m * K;
+            for (int k = 0; k < K; k++) {
+                const __m512 xb = _mm512_set1_ps(xr[k]);
+                a0 = _mm512_fmadd_ps(xb, _mm512_maskz_loadu_ps(k0, w + (long)k * O + o0), a0);
+                if (two)
+                    a1 = _mm512_fmadd_ps(xb, _mm512_maskz_loadu_ps(k1, w + (long)k * O + o1), a1);
+            }
+            _mm512_mask_storeu_ps(out + m * O + o0, k0, gemm_epi512(a0, scale, bias, o0, k0));
+            if (two)
+                _mm512_mask_storeu_ps(out + m * O + o1, k1, gemm_epi512(a1, scale, bias, o1, k1));
+        }
+    }
+}
+#endif
+
+typedef void (*gemm_fn)(const float *, const float *, float *, const float *, const float *, long,
+                        long, int, int, float *);
+
+/* The GEMM variant of this CPU (fixed per machine, never per thread count): 2 AVX-512 FMA,
+ * 1 AVX2 (multiply + add), 0 plain C. */
+static int gemm_kind(void) {
+#if BK_X86
+    if (cpu_has("avx512f")) return 2;
+    if (cpu_has("avx2")) return 1;
+#endif
+    return 0;
+}
+
+static PyObject *py_fp_gemm(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ox, *ow, *oout, *osc, *obi;
+    Py_ssize_t M;
+    int K, O, threads, variant;
+    if (!PyArg_ParseTuple(args, "OOOOOniiii", &ox, &ow, &oout, &osc, &obi, &M, &K, &O, &threads,
+                          &variant))
+        return NULL;
+    if (variant < -1 || variant > gemm_kind()) {
+        PyErr_Format(PyExc_ValueError, "_bkernels.fp_gemm: variant %d cannot run here", variant);
+        return NULL;
+    }
+    if (M < 0 || K < 1 || O < 1) {
+        PyErr_SetString(PyExc_ValueError, "_bkernels.fp_gemm: invalid shape");
+        return NULL;
+    }
+    Py_buffer bx, bw, bo, bs, bb;
+    bw.obj = bo.obj = bs.obj = bb.obj = NULL;
+    if (get_buf(ox, &bx, 0, M * K * 4, "x", 0) < 0) return NULL;
+    if (get_buf(ow, &bw, 0, (Py_ssize_t)K * O * 4, "w", 0) < 0 ||
+        get_buf(oout, &bo, 1, M * O * 4, "out", 0) < 0 ||
+        get_buf(osc, &bs, 0, (Py_ssize_t)O * 4, "scale", 1) < 0 ||
+        get_buf(obi, &bb, 0, (Py_ssize_t)O * 4, "bias", 1) < 0) {
+        rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb);
+        return NULL;
+    }
+    const float *x = (const float *)bx.buf, *w = (const float *)bw.buf;
+    const float *sc = (const float *)bs.buf, *bi = (const float *)bb.buf;
+    float *out = (float *)bo.buf;
+    gemm_fn fn = gemm_rows_plain;
+    (void)variant;
+#if BK_X86
+    int kind = variant < 0 ? gemm_kind() : variant;
+    fn = kind == 2 ? gemm_rows_avx512 : kind == 1 ? gemm_rows_avx2 : gemm_rows_plain;
+#endif
+    threads = clamp_threads(threads);
+    long tasks = (long)((M + GEMM_ROWS - 1) / GEMM_ROWS);
+    if (tasks < threads) threads = tasks > 0 ? (int)tasks : 1;
+    int fail = 0;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+        float *acc = (float *)malloc((size_t)O * sizeof(float));
+        if (!acc) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            fail = 1;
+        }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (long t = 0; t < tasks; t++) {
+            if (!acc) continue;
+            long m0 = t * GEMM_ROWS, m1 = m0 + GEMM_ROWS < M ? m0 + GEMM_ROWS : M;
+            fn(x, w, out, sc, bi, m0, m1, K, O, acc);
+        }
+        free(acc);
+    }
+    Py_END_ALLOW_THREADS
+    rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb);
+    if (fail) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_gemm_kind(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(gemm_kind());
+}
+
+/* cfb_nhwc(x, out, P, Cin, Cout, contiguous, threads): BiDense's channel-adaptive bypass on
+ * NHWC float32 rows (P pixels): r = Cout / Cin copies of the row, then m = Cout % Cin means:
+ * m - 1 regular means of g = Cin / m inputs (strided: channels j, j + (m-1), ...; contiguous:
+ * channels j*g .. j*g + g - 1) and one mean of the remaining Cin - g*(m-1) inputs. Means are
+ * float64 sums in channel order divided by the count, rounded once to float32 (the numpy
+ * path's mean(dtype=float64)); pixels are independent, so threads cannot change a result. */
+static PyObject *py_cfb_nhwc(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ox, *oout;
+    Py_ssize_t P;
+    int Cin, Cout, contiguous, threads;
+    if (!PyArg_ParseTuple(args, "OOniiii", &ox, &oout, &P, &Cin, &Cout, &contiguous, &threads))
+        return NULL;
+    if (P < 0 || Cin < 1 || Cout < 1) {
+        PyErr_SetString(PyExc_ValueError, "_bkernels.cfb_nhwc: invalid shape");
+        return NULL;
+    }
+    Py_buffer bx, bo;
+    if (get_buf(ox, &bx, 0, P * Cin * 4, "x", 0) < 0) return NULL;
+    if (get_buf(oout, &bo, 1, P * Cout * 4, "out", 0) < 0) {
+        rel(&bx);
+        return NULL;
+    }
+    const float *x = (const float *)bx.buf;
+    float *out = (float *)bo.buf;
+    const int r = Cout / Cin, m = Cout % Cin;
+    const int g = m ? Cin / m : 0, nreg = m ? g * (m - 1) : 0;
+    threads = clamp_threads(threads);
+    if ((long)P * Cout < 32768) threads = 1; /* a wake-up costs more than the work */
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (Py_ssize_t p = 0; p < P; p++) {
+        const float *xr = x + p * Cin;
+        float *o = out + p * Cout;
+        for (int t = 0; t < r; t++) memcpy(o + (long)t * Cin, xr, (size_t)Cin * sizeof(float));
+        if (m) {
+            float *om = o + (long)r * Cin;
+            for (int j = 0; j < m - 1; j++) {
+                double s = 0.0;
+                if (contiguous)
+                    for (int i = 0; i < g; i++) s += (double)xr[j * g + i];
+                else
+                    for (int i = 0; i < g; i++) s += (double)xr[i * (m - 1) + j];
+                om[j] = (float)(s / (double)g);
+            }
+            double s = 0.0;
+            for (int c = nreg; c < Cin; c++) s += (double)xr[c];
+            om[m - 1] = (float)(s / (double)(Cin - nreg));
+        }
+    }
+    Py_END_ALLOW_THREADS
+    rel(&bx); rel(&bo);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_cpu_features(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
@@ -1115,6 +1381,9 @@ static PyMethodDef methods[] = {
     {"pack_thresh", py_pack_thresh, METH_VARARGS, "Pack x < tau bits, count ties, |x - tau|."},
     {"chan_sum", py_chan_sum, METH_VARARGS, "Per-channel float64 sums of NHWC float32 data."},
     {"bilinear_nhwc", py_bilinear_nhwc, METH_VARARGS, "Bilinear resize of NHWC float32."},
+    {"fp_gemm", py_fp_gemm, METH_VARARGS, "Thread-count-independent float32 GEMM."},
+    {"cfb_nhwc", py_cfb_nhwc, METH_VARARGS, "BiDense CFB bypass on NHWC float32."},
+    {"gemm_kind", py_gemm_kind, METH_NOARGS, "fp_gemm variant: 2 avx512, 1 avx2, 0 C."},
     {"cpu_features", py_cpu_features, METH_NOARGS, "Run-time CPU features."},
     {"path_supported", py_path_supported, METH_VARARGS, "Whether a kernel path runs here."},
     {"build_info", py_build_info, METH_NOARGS, "Compile-time facts."},

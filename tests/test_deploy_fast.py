@@ -151,3 +151,103 @@ def test_export_checkpoint_verify(tmp_path, monkeypatch):
     assert os.path.getsize(tmp_path / "m.bdn") == info.file_bytes
     assert info.max_rel_error is not None and info.max_rel_error < 1e-4
     assert "verify: max relative error" in str(info)
+
+
+@pytest.mark.parametrize("m,k,o", [(1, 1, 1), (7, 5, 3), (130, 33, 17), (200, 64, 19),
+                                   (70, 20, 40), (64, 9, 64)])
+def test_fp_gemm_matches_float64_and_is_thread_independent(m, k, o):
+    rng = np.random.default_rng(m * 1000 + o)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, o)).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, o).astype(np.float32)
+    bias = rng.standard_normal(o).astype(np.float32)
+    ref = a.astype(np.float64) @ w.astype(np.float64)
+    # float32 accumulation over k terms: error bounded by about k ulps of the absolute sum
+    tol = 4 * k * np.finfo(np.float32).eps * (np.abs(a).astype(np.float64) @ np.abs(w))
+    variants = list(range(kernels._gemm_kind() + 1)) or [-1]  # every code this CPU can run
+    for v in variants:
+        plain = kernels._fp_gemm(a, w, threads=1, variant=v)
+        assert plain.dtype == np.float32 and plain.shape == (m, o)
+        assert np.all(np.abs(plain - ref) <= tol + 1e-30)
+        y1 = kernels._fp_gemm(a, w, scale, bias, threads=1, variant=v)
+        # the epilogue is two float32 roundings after the sum: (sum * scale) + bias
+        np.testing.assert_array_equal(y1, (plain * scale) + bias)
+        for t in (2, 3):
+            np.testing.assert_array_equal(
+                kernels._fp_gemm(a, w, scale, bias, threads=t, variant=v), y1)
+    if kernels._gemm_kind() >= 0:
+        with pytest.raises(ValueError, match="cannot run here"):
+            kernels._fp_gemm(a, w, variant=3)
+    with pytest.raises(ValueError, match="do not match"):
+        kernels._fp_gemm(a, w[:-1] if k > 1 else np.ones((2, o), np.float32))
+
+
+@pytest.mark.parametrize("cin,cout", [(8, 24), (24, 8), (10, 23), (12, 5), (7, 3), (70, 70)])
+@pytest.mark.parametrize("grouping", ["strided", "contiguous"])
+def test_cfb_nhwc_matches_hand_computation(cin, cout, grouping):
+    x = np.random.default_rng(cin * 100 + cout).standard_normal((2, 3, 4, cin)).astype(
+        np.float32)
+    got = kernels._cfb_nhwc(x, cout, grouping, threads=1)
+    assert got is not None and got.shape == (2, 3, 4, cout) and got.dtype == np.float32
+    # independent: the CFB rule channel by channel in float64 (Yin et al., arXiv 2411.10346)
+    x64 = x.astype(np.float64)
+    r, m = divmod(cout, cin)
+    want = [x64[..., c] for _ in range(r) for c in range(cin)]
+    if m:
+        g = cin // m
+        for j in range(m - 1):
+            idx = [j * g + i for i in range(g)] if grouping == "contiguous" else \
+                [i * (m - 1) + j for i in range(g)]
+            want.append(sum(x64[..., c] for c in idx) / g)
+        rest = list(range(g * (m - 1), cin))
+        want.append(sum(x64[..., c] for c in rest) / len(rest))
+    want = np.stack(want, axis=-1).astype(np.float32)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(kernels._cfb_nhwc(x, cout, grouping, threads=2), got)
+
+
+def test_runtime_bit_identical_across_threads(tmp_path):
+    # FP stem/classifier GEMMs, CFB bypasses, DAB statistics and packed convs: the thread
+    # count may change the speed, never a bit of the output
+    from bidense.deploy.bench import _make_model
+
+    torch.manual_seed(0)
+    model = _make_model("upernet_convnext_micro", "bidense:shared")
+    x = torch.randn(1, 3, 32, 32)
+    export(model, tmp_path / "m.bdn", x)
+    outs = {t: Runtime(tmp_path / "m.bdn", threads=t)(x.numpy()) for t in (1, 2, 3)}
+    np.testing.assert_array_equal(outs[1], outs[2])
+    np.testing.assert_array_equal(outs[1], outs[3])
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    assert max_relative_error(outs[2], ref) < 1e-4
+
+
+def test_reuse_heap_memory_respects_user_malloc_settings(monkeypatch):
+    from bidense.deploy import runtime as rt_mod
+
+    monkeypatch.setitem(rt_mod._MALLOC, "done", False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123456")
+    assert rt_mod._reuse_heap_memory() is False  # the user's own malloc setting wins
+    assert rt_mod._MALLOC["done"] is True
+    assert rt_mod._reuse_heap_memory() is False  # once per process
+
+
+@pytest.mark.parametrize("user", [None, "OMP_WAIT_POLICY=ACTIVE", "GOMP_SPINCOUNT=5"])
+def test_openmp_wait_defaults(user):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if user:
+        k, v = user.split("=")
+        env[k] = v
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(os.path.dirname(__file__), "..", "src"),
+                                         env.get("PYTHONPATH", "")])
+    code = ("import os, bidense.deploy.kernels; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    want = {None: ["30000", "PASSIVE"], "OMP_WAIT_POLICY=ACTIVE": ["None", "ACTIVE"],
+            "GOMP_SPINCOUNT=5": ["5", "PASSIVE"]}[user]
+    assert out == want

@@ -39,10 +39,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# Idle OpenMP workers must sleep, not spin: the runtime alternates OpenMP kernels with numpy/BLAS
-# calls whose own threads otherwise fight spinning workers for the cores (measured: 2 threads
-# 74.7 ms -> 50.7 ms on upernet_resnet18). Only effective before libgomp is first loaded, i.e.
-# in torch-free deployment processes; a user's own setting wins.
+# Idle OpenMP workers must not spin for long: the runtime alternates OpenMP kernels with numpy
+# steps, and unbounded spinning fought OpenBLAS's threads for the cores. Sleeping at once
+# (PASSIVE) costs a futex wake-up of about 50 us per parallel region instead, more than the
+# whole of many small kernels, so libgomp gets a short spin (30000 spins, a fraction of a ms)
+# that bridges consecutive kernels (measured with BLAS at one thread, upernet_resnet18 at 2
+# threads: 32.6 ms PASSIVE -> 27.0 ms). Only effective before libgomp is first loaded, i.e. in
+# torch-free deployment processes; a user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT wins, and
+# PASSIVE stays the default for other OpenMP runtimes (GOMP_SPINCOUNT overrides it in libgomp).
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "30000"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:  # the compiled extension is optional (see setup.py)
@@ -664,6 +670,61 @@ def _bilinear_nhwc(xs: np.ndarray, h0: np.ndarray, h1: np.ndarray, lh: np.ndarra
     out = np.empty((n, oh, ow, c), np.float32)
     _ext.bilinear_nhwc(xs, out, idx[0], idx[1], lh, idx[2], idx[3], lw, n, h, w, c, oh, ow,
                        _threads(threads))
+    return out
+
+
+def _fp_gemm(a: np.ndarray, w: np.ndarray, scale: np.ndarray | None = None,
+             bias: np.ndarray | None = None, *, threads: int = 1,
+             variant: int = -1) -> np.ndarray:
+    """Float32 ``(a @ w) * scale + bias`` for ``a (M, K)``, ``w (K, O)`` (``scale``/``bias``
+    ``(O,)`` or ``None``), with a result that does not depend on ``threads``.
+
+    Compiled: each output is one float32 accumulator over ``k = 0..K-1`` in order (FMA on
+    AVX-512), threads split the rows. Without the extension (or with the ``numpy`` backend) it is
+    numpy's matmul, whose BLAS the runtime keeps at one thread for the same reason. ``variant``
+    (tests) forces the compiled code: 0 plain C, 1 AVX2, 2 AVX-512 (at most ``_gemm_kind()``).
+    """
+    a = np.ascontiguousarray(a, np.float32)
+    w = np.ascontiguousarray(w, np.float32)
+    if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[0]:
+        raise ValueError(f"_fp_gemm: shapes {a.shape} @ {w.shape} do not match")
+    m, k = a.shape
+    o = w.shape[1]
+    sc = None if scale is None else np.ascontiguousarray(scale, np.float32).reshape(o)
+    bi = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(o)
+    if _ext is None or backend() == "numpy" or k == 0:
+        y = a @ w
+        if sc is not None:
+            y = y * sc
+        if bi is not None:
+            y = y + bi
+        return y.astype(np.float32, copy=False)
+    out = np.empty((m, o), np.float32)
+    _ext.fp_gemm(a, w, out, sc, bi, m, k, o, _threads(threads), int(variant))
+    return out
+
+
+def _gemm_kind() -> int:
+    """The :func:`_fp_gemm` code this CPU runs: 2 AVX-512 FMA, 1 AVX2, 0 plain C, -1 numpy."""
+    return -1 if _ext is None else int(_ext.gemm_kind())
+
+
+def _cfb_nhwc(xs: np.ndarray, c_out: int, grouping: str, *, threads: int = 1) -> np.ndarray | None:
+    """BiDense's channel-adaptive bypass (CFB, Yin et al., arXiv 2411.10346) of float32 NHWC
+    ``xs (N, H, W, C_in)`` to ``C_out`` channels, compiled; ``None`` without the extension.
+
+    ``r = C_out // C_in`` copies, then ``m = C_out % C_in`` means: ``m - 1`` of ``g = C_in // m``
+    inputs (``"strided"``: channels ``j, j + (m - 1), ...``; ``"contiguous"``: ``j g .. j g + g
+    - 1``) and one of the remaining ``C_in - g (m - 1)`` inputs; each mean a float64 sum in
+    channel order divided by its count, rounded once to float32.
+    """
+    if _ext is None or backend() == "numpy" or grouping not in ("strided", "contiguous"):
+        return None
+    xs = np.ascontiguousarray(xs, np.float32)
+    n, h, w, c = xs.shape
+    out = np.empty((n, h, w, int(c_out)), np.float32)
+    _ext.cfb_nhwc(xs, out, n * h * w, c, int(c_out), int(grouping == "contiguous"),
+                  _threads(threads))
     return out
 
 

@@ -70,6 +70,37 @@ def _blas_threads_setter():
 
 _SET_BLAS_THREADS = _blas_threads_setter()
 
+_MALLOC = {"done": False}
+
+
+def _reuse_heap_memory() -> bool:
+    """Ask glibc's malloc to serve large arrays from the heap and to keep freed memory.
+
+    Activations of a 256 px model are up to 32 MB; by default glibc maps each such array
+    freshly (or trims the heap after freeing it), and the first touch of every page is a
+    kernel page fault that zero-fills it, single-threaded inside the kernels: measured 72 ->
+    62 ms (1 thread) and 49 -> 37 ms (2 threads) on upernet_convnext_atto. With
+    ``M_MMAP_THRESHOLD = 1 GiB`` and no trimming, memory freed by one call is reused by the next.
+    The peak stays the same; the process keeps it until exit. Done once per process, skipped
+    when the user configured malloc (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+    ``GLIBC_TUNABLES``) or the C library has no ``mallopt`` (non-glibc).
+    """
+    if _MALLOC["done"]:
+        return False
+    _MALLOC["done"] = True
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                                     "GLIBC_TUNABLES")):
+        return False
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None).mallopt
+        fn.argtypes = [ctypes.c_int, ctypes.c_int]
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(fn(m_mmap_threshold, 1 << 30)) and bool(fn(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
 # threads of the call in progress, for the compiled helpers used by function nodes
 _CALL = {"threads": 1}
 
@@ -108,11 +139,14 @@ def _wmat(w: np.ndarray, g: int, groups: int) -> np.ndarray:
     return m
 
 
-def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
-    """Float32 ``F.conv2d`` without bias on channels-last data; returns a logical NCHW view.
+def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int,
+            scale: np.ndarray | None = None, bias: np.ndarray | None = None) -> np.ndarray:
+    """Float32 ``F.conv2d`` on channels-last data, then ``* scale + bias`` per output channel
+    when given; returns a logical NCHW view.
 
     1x1 convs are one GEMM; kxk convs an NHWC im2col (taps outer, channels inner) and a GEMM;
-    depthwise convs a tap loop of vector multiply-adds.
+    depthwise convs a tap loop of vector multiply-adds. The GEMMs are ``kernels._fp_gemm``
+    (threads split rows, so the result does not depend on the thread count).
     """
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
@@ -122,8 +156,10 @@ def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     xs = _nhwc(x)
+    thr = _CALL["threads"]
     if kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and groups == 1:
-        return _nchw((xs.reshape(-1, c) @ _wmat(w, 0, 1)).reshape(n, ho, wo, o))
+        y = kernels._fp_gemm(xs.reshape(-1, c), _wmat(w, 0, 1), scale, bias, threads=thr)
+        return _nchw(y.reshape(n, ho, wo, o))
     xp = np.pad(xs, ((0, 0), (ph, ph), (pw, pw), (0, 0))) if ph or pw else xs
     if groups == c and o == c and cg == 1:
         y = np.zeros((n, ho, wo, c), np.float32)
@@ -132,7 +168,7 @@ def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int
                 sl = xp[:, ky * dh: ky * dh + sh * (ho - 1) + 1: sh,
                         kx * dw: kx * dw + sw * (wo - 1) + 1: sw]
                 y += sl * w[:, 0, ky, kx]
-        return _nchw(y)
+        return _nchw(_scale_bias(y, scale, bias))
     win = np.lib.stride_tricks.sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1),
                                                    axis=(1, 2))
     win = win[:, : sh * (ho - 1) + 1: sh, : sw * (wo - 1) + 1: sw, :, ::dh, ::dw]
@@ -140,9 +176,24 @@ def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int
     for g in range(groups):
         cols = win[:, :, :, g * cg:(g + 1) * cg].transpose(0, 1, 2, 4, 5, 3).reshape(
             n * ho * wo, -1)
-        outs.append((cols @ _wmat(w, g, groups)).reshape(n, ho, wo, -1))
-    y = outs[0] if groups == 1 else np.concatenate(outs, axis=-1)
-    return _nchw(y)
+        if groups == 1:
+            outs.append(kernels._fp_gemm(cols, _wmat(w, 0, 1), scale, bias, threads=thr
+                                         ).reshape(n, ho, wo, -1))
+        else:
+            outs.append(kernels._fp_gemm(cols, _wmat(w, g, groups), threads=thr).reshape(
+                n, ho, wo, -1))
+    if groups == 1:
+        return _nchw(outs[0])
+    return _nchw(_scale_bias(np.concatenate(outs, axis=-1), scale, bias))
+
+
+def _scale_bias(y: np.ndarray, scale: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
+    """NHWC ``y * scale + bias`` (each optional; two float32 roundings, as the GEMM kernel)."""
+    if scale is not None:
+        y = y * scale.astype(np.float32, copy=False)
+    if bias is not None:
+        y = y + bias.astype(np.float32, copy=False)
+    return y
 
 
 def _cv(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
@@ -453,7 +504,8 @@ def _cfb_cl(x: np.ndarray, c_out: int, cdim: int, grouping: str) -> np.ndarray:
     if x.ndim == 4 and cdim % 4 == 1:
         if x.shape[1] == c_out:
             return x
-        return _nchw(_cfb(_nhwc(x), c_out, 3, grouping))
+        y = kernels._cfb_nhwc(_nhwc(x), c_out, grouping, threads=_CALL["threads"])
+        return _nchw(_cfb(_nhwc(x), c_out, 3, grouping) if y is None else y)
     return _cfb(x, c_out, cdim % x.ndim, grouping)
 
 
@@ -814,6 +866,7 @@ class Runtime:
         self.metadata = f.metadata
         self.graph = f.graph
         self.threads = max(1, int(threads or os.cpu_count() or 1))
+        _reuse_heap_memory()
         self._tensors = f.tensors
         try:
             spec = f.graph["input"]
@@ -1026,8 +1079,10 @@ class Runtime:
         x = self._check(x)
         _CALL["threads"] = self.threads
         if _SET_BLAS_THREADS is not None:
-            # numpy's BLAS (FP convs, DAB float path) gets the same thread count as the kernels
-            _SET_BLAS_THREADS(self.threads)
+            # numpy's BLAS stays at one thread: threaded sgemm changes results with the thread
+            # count (a flipped sign downstream), and its spinning workers slow the OpenMP
+            # kernels; the FP convs use the compiled row-parallel GEMM instead
+            _SET_BLAS_THREADS(1)
         env: dict[str, np.ndarray] = {self.graph["input"]["name"]: x}
         report = []
         for i, n in enumerate(self._nodes):
@@ -1081,8 +1136,9 @@ class Runtime:
         a, t = mod
         nd = x.ndim
         if kind == "conv":
-            y = _conv2d(x, t["w_float"], a["stride"], a["padding"], a["dilation"], a["groups"])
-            return (y * _cv(t["out_scale"], 4, 1) + _cv(t["out_bias"], 4, 1)), "fp32 numpy conv"
+            y = _conv2d(x, t["w_float"], a["stride"], a["padding"], a["dilation"], a["groups"],
+                        t["out_scale"].reshape(-1), t["out_bias"].reshape(-1))
+            return y, "fp32 conv"
         if kind == "convT":
             w = t["w_float"]
             n, c, h, wd = x.shape
