@@ -400,6 +400,8 @@ print('ok')
 """
     r = _run(code)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    # and it says so: one warning naming the slower path
+    assert "compiled kernels unavailable" in r.stderr and "numpy path" in r.stderr
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,6 +59,12 @@ try:  # the compiled extension is optional (see setup.py)
 except ImportError as _exc:  # pragma: no cover - depends on the build
     _ext = None
     _EXT_ERROR = str(_exc)
+    warnings.warn(
+        f"bidense.deploy: compiled kernels unavailable ({_EXT_ERROR}); using the portable numpy "
+        "path, which is much slower (reinstall with a C compiler to build them)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 __all__ = [
     "BACKENDS",
