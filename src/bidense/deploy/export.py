@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .format import node_refs as _refs
 from .format import write_bdn
 
 __all__ = ["ExportInfo", "export", "export_checkpoint", "UnsupportedModelError"]
@@ -291,25 +292,6 @@ def _fold_bn(nodes: list[dict[str, Any]], mods: dict[str, dict[str, Any]]
         drop.add(i)
     out = [n for i, n in enumerate(nodes) if i not in drop]
     return _rename(out, rename), rename
-
-
-def _refs(n: dict[str, Any]) -> list[str]:
-    found: list[str] = []
-
-    def walk(o: Any) -> None:
-        if isinstance(o, dict):
-            if "t" in o and len(o) == 1:
-                found.append(o["t"])
-            else:
-                for v in o.values():
-                    walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
-
-    walk(n["args"])
-    walk(n["kwargs"])
-    return found
 
 
 def _rename(nodes: list[dict[str, Any]], rename: dict[str, str]) -> list[dict[str, Any]]:

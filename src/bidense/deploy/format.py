@@ -156,3 +156,23 @@ def read_bdn(path: str | os.PathLike) -> BdnFile:
             raise
         raise BdnFormatError(f"{p}: malformed header ({type(exc).__name__}: {exc})") from None
     return BdnFile(graph, metadata, tensors, int(version), len(data), int(hlen))
+
+
+def node_refs(n: dict[str, Any]) -> list[str]:
+    """Names of the tensors a graph node reads (``{"t": name}`` references in its arguments)."""
+    found: list[str] = []
+
+    def walk(o: Any) -> None:
+        if isinstance(o, dict):
+            if "t" in o and len(o) == 1:
+                found.append(o["t"])
+            else:
+                for v in o.values():
+                    walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(n["args"])
+    walk(n["kwargs"])
+    return found

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
+from .format import node_refs as _refs
 from .format import read_bdn
 
 __all__ = ["Runtime", "RuntimeInputError", "SUPPORTED_FUNCTIONS"]
@@ -1210,20 +1211,3 @@ class Runtime:
         return "\n".join(lines)
 
 
-def _refs(n: dict[str, Any]) -> list[str]:
-    found: list[str] = []
-
-    def walk(o: Any) -> None:
-        if isinstance(o, dict):
-            if "t" in o and len(o) == 1:
-                found.append(o["t"])
-            else:
-                for v in o.values():
-                    walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
-
-    walk(n["args"])
-    walk(n["kwargs"])
-    return found
