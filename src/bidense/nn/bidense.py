@@ -48,6 +48,13 @@ def _conv_transpose_keeps_size(conv: nn.ConvTranspose2d) -> bool:
     )
 
 
+def _geometry(conv: nn.Module) -> str:
+    return (
+        f"kernel_size={conv.kernel_size}, stride={conv.stride}, padding={conv.padding}, "
+        f"dilation={conv.dilation}"
+    )
+
+
 class _BiDenseBlock(nn.Module):
     conv: BinaryConv2d | BinaryConvTranspose2d
     norm: nn.BatchNorm2d
@@ -69,6 +76,22 @@ class _BiDenseBlock(nn.Module):
     def act_bits(self) -> int:
         """Activation bit width of the binary conv."""
         return self.conv.act_bits
+
+    def _attach(self, conv: nn.Module, bypass: bool, keeps_size: bool, geometry: str) -> None:
+        """Store the conv, its BN and the bypass flag (shared by the conv and transposed blocks)."""
+        self.conv = conv
+        self.norm = nn.BatchNorm2d(conv.out_channels)
+        self.in_channels = int(conv.in_channels)
+        self.out_channels = int(conv.out_channels)
+        self.bypass = bool(bypass)
+        if self.bypass and not keeps_size:
+            raise ValueError(
+                f"{type(self).__name__}: bypass=True needs a size-preserving conv, got {geometry}; "
+                "use bypass=False (see BiDenseDown/BiDenseUp/BiDenseTransition)"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._finish(x, self.conv(x))
 
     def _finish(self, x: Tensor, y: Tensor) -> Tensor:
         y = self.norm(y)
@@ -121,7 +144,7 @@ class BiDenseConv2d(_BiDenseBlock):
         dab_scale: DabScale = "channel",
     ) -> None:
         super().__init__()
-        self.conv = BinaryConv2d(
+        conv = BinaryConv2d(
             in_channels,
             out_channels,
             kernel_size,
@@ -133,19 +156,7 @@ class BiDenseConv2d(_BiDenseBlock):
             act_binarizer=DAB(in_channels, channel_dim=1, scale=dab_scale),
             weight_binarizer="mean_abs",
         )
-        self.norm = nn.BatchNorm2d(out_channels)
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
-        self.bypass = bool(bypass)
-        if self.bypass and not _conv_keeps_size(self.conv):
-            raise ValueError(
-                f"BiDenseConv2d: bypass=True needs a size-preserving conv, got kernel_size="
-                f"{self.conv.kernel_size}, stride={self.conv.stride}, padding={self.conv.padding},"
-                f" dilation={self.conv.dilation}; use bypass=False (see BiDenseDown/Transition)"
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._finish(x, self.conv(x))
+        self._attach(conv, bypass, _conv_keeps_size(conv), _geometry(conv))
 
 
 class BiDenseConvTranspose2d(_BiDenseBlock):
@@ -175,7 +186,7 @@ class BiDenseConvTranspose2d(_BiDenseBlock):
         dab_scale: DabScale = "channel",
     ) -> None:
         super().__init__()
-        self.conv = BinaryConvTranspose2d(
+        conv = BinaryConvTranspose2d(
             in_channels,
             out_channels,
             kernel_size,
@@ -188,19 +199,7 @@ class BiDenseConvTranspose2d(_BiDenseBlock):
             act_binarizer=DAB(in_channels, channel_dim=1, scale=dab_scale),
             weight_binarizer="mean_abs",
         )
-        self.norm = nn.BatchNorm2d(out_channels)
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
-        self.bypass = bool(bypass)
-        if self.bypass and not _conv_transpose_keeps_size(self.conv):
-            raise ValueError(
-                f"BiDenseConvTranspose2d: bypass=True needs a size-preserving transposed conv, "
-                f"got kernel_size={self.conv.kernel_size}, stride={self.conv.stride}, "
-                f"padding={self.conv.padding}; use bypass=False (see BiDenseUp)"
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._finish(x, self.conv(x))
+        self._attach(conv, bypass, _conv_transpose_keeps_size(conv), _geometry(conv))
 
 
 class _Resample(nn.Module):
