@@ -73,12 +73,9 @@ else:
     import torch
     from bidense.models import create_model
     torch.set_num_threads(threads)
-    m = create_model(name, task="seg", num_classes=19, method=method.split(":")[0]).eval()
-    if method.endswith(":shared"):
-        from bidense.binarize import DAB
-        for mod in m.modules():
-            if isinstance(mod, DAB):
-                mod.scale = "shared"
+    dab_scale = "shared" if method.endswith(":shared") else None
+    m = create_model(name, task="seg", num_classes=19, method=method.split(":")[0],
+                     dab_scale=dab_scale).eval()
     xt = torch.from_numpy(x)
     def run():
         with torch.inference_mode():
@@ -204,14 +201,11 @@ def _make_model(name: str, method: str) -> Any:
     sample (the deployment-friendly variant that keeps BiDense convs on the packed path)."""
     import torch
 
-    from bidense.binarize import DAB
     from bidense.models import create_model
 
-    model = create_model(name, task="seg", num_classes=19, method=method.split(":")[0]).eval()
-    if method.endswith(":shared"):
-        for m in model.modules():
-            if isinstance(m, DAB):
-                m.scale = "shared"
+    dab_scale = "shared" if method.endswith(":shared") else None
+    model = create_model(name, task="seg", num_classes=19, method=method.split(":")[0],
+                         dab_scale=dab_scale).eval()
     # non-trivial BN statistics, as a trained model has: a fresh model's zero BN biases put
     # many conv outputs exactly on the next sign's threshold, where PyTorch's own float
     # rounding decides the sign (docs/runtime.md), which would make the error column noise

@@ -30,6 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from bidense._system import _MALLOC  # noqa: F401  (re-exported for tests)
+from bidense._system import reuse_heap_memory as _reuse_heap_memory
+
 from . import kernels
 from .format import node_refs as _refs
 from .format import read_bdn
@@ -70,37 +73,6 @@ def _blas_threads_setter():
 
 
 _SET_BLAS_THREADS = _blas_threads_setter()
-
-_MALLOC = {"done": False}
-
-
-def _reuse_heap_memory() -> bool:
-    """Ask glibc's malloc to serve large arrays from the heap and to keep freed memory.
-
-    Activations of a 256 px model are up to 32 MB; by default glibc maps each such array
-    freshly (or trims the heap after freeing it), and the first touch of every page is a
-    kernel page fault that zero-fills it, single-threaded inside the kernels: measured 72 ->
-    62 ms (1 thread) and 49 -> 37 ms (2 threads) on upernet_convnext_atto. With
-    ``M_MMAP_THRESHOLD = 1 GiB`` and no trimming, memory freed by one call is reused by the next.
-    The peak stays the same; the process keeps it until exit. Done once per process, skipped
-    when the user configured malloc (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
-    ``GLIBC_TUNABLES``) or the C library has no ``mallopt`` (non-glibc).
-    """
-    if _MALLOC["done"]:
-        return False
-    _MALLOC["done"] = True
-    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
-                                     "GLIBC_TUNABLES")):
-        return False
-    try:
-        import ctypes
-
-        fn = ctypes.CDLL(None).mallopt
-        fn.argtypes = [ctypes.c_int, ctypes.c_int]
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(fn(m_mmap_threshold, 1 << 30)) and bool(fn(m_trim_threshold, 2**31 - 1))
-    except (OSError, AttributeError):
-        return False
 
 # threads of the call in progress, for the compiled helpers used by function nodes
 _CALL = {"threads": 1}

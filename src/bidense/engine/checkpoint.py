@@ -101,8 +101,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def check_writable(directory: str | Path, need_bytes: int = 0) -> None:
-    """Fail before training if the run directory cannot hold checkpoints."""
+def check_writable(directory: str | Path) -> None:
+    """Fail before training if the run directory cannot be written."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -116,10 +116,14 @@ def check_writable(directory: str | Path, need_bytes: int = 0) -> None:
         raise CheckpointError(
             f"{directory}: run directory is not writable ({exc.strerror})"
         ) from None
-    if need_bytes:
-        free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
-        if free < need_bytes:
-            raise CheckpointError(
-                f"{directory}: only {free / 2**20:.1f} MiB free, checkpoints need about "
-                f"{need_bytes / 2**20:.1f} MiB"
-            )
+
+
+def check_free_space(directory: str | Path, need_bytes: int) -> None:
+    """Fail before training if the run directory's disk cannot hold ``need_bytes``."""
+    stat = os.statvfs(directory)
+    free = stat.f_bavail * stat.f_frsize
+    if free < need_bytes:
+        raise CheckpointError(
+            f"{directory}: only {free / 2**20:.1f} MiB free, checkpoints need about "
+            f"{need_bytes / 2**20:.1f} MiB"
+        )

@@ -55,7 +55,23 @@ def _geometry(conv: nn.Module) -> str:
     )
 
 
-class _BiDenseBlock(nn.Module):
+class _WrapsBinaryOp(nn.Module):
+    """Blocks report the bit widths of the one binary op they wrap (attribute ``_op``)."""
+
+    _op = "conv"
+
+    @property
+    def weight_bits(self) -> int:
+        """Weight bit width of the wrapped binary op."""
+        return getattr(self, self._op).weight_bits
+
+    @property
+    def act_bits(self) -> int:
+        """Activation bit width of the wrapped binary op."""
+        return getattr(self, self._op).act_bits
+
+
+class _BiDenseBlock(_WrapsBinaryOp):
     conv: BinaryConv2d | BinaryConvTranspose2d
     norm: nn.BatchNorm2d
     bypass: bool
@@ -66,16 +82,6 @@ class _BiDenseBlock(nn.Module):
     def dab(self) -> nn.Module:
         """The block's DAB activation binarizer (``conv.act_binarizer``)."""
         return self.conv.act_binarizer
-
-    @property
-    def weight_bits(self) -> int:
-        """Weight bit width of the binary conv."""
-        return self.conv.weight_bits
-
-    @property
-    def act_bits(self) -> int:
-        """Activation bit width of the binary conv."""
-        return self.conv.act_bits
 
     def _attach(self, conv: nn.Module, bypass: bool, keeps_size: bool, geometry: str) -> None:
         """Store the conv, its BN and the bypass flag (shared by the conv and transposed blocks)."""
@@ -202,19 +208,9 @@ class BiDenseConvTranspose2d(_BiDenseBlock):
         self._attach(conv, bypass, _conv_transpose_keeps_size(conv), _geometry(conv))
 
 
-class _Resample(nn.Module):
+class _Resample(_WrapsBinaryOp):
     conv: BiDenseConv2d | BiDenseConvTranspose2d
     out_channels: int
-
-    @property
-    def weight_bits(self) -> int:
-        """Weight bit width of the binary conv."""
-        return self.conv.weight_bits
-
-    @property
-    def act_bits(self) -> int:
-        """Activation bit width of the binary conv."""
-        return self.conv.act_bits
 
     def _bypass(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -293,7 +289,7 @@ class BiDenseUp(_Resample):
         return f"{super().extra_repr()}, scale={self.scale}"
 
 
-class BiDenseLinear(nn.Module):
+class BiDenseLinear(_WrapsBinaryOp):
     r"""BiDense binary linear layer for tokens (B, N, C) (bidense-method.md §7; reference
     ``BinaryLinear``, unused by the released models).
 
@@ -308,6 +304,8 @@ class BiDenseLinear(nn.Module):
     \operatorname{mean}|W_o|` of the **uncentred** row, detached, clip-STE on the centred row
     (``centered_mean_abs``). The bypass uses contiguous grouping, as the reference's 1-D CFB.
     """
+
+    _op = "linear"
 
     def __init__(
         self, in_features: int, out_features: int, bias: bool = True, bypass: bool = True
@@ -324,16 +322,6 @@ class BiDenseLinear(nn.Module):
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.bypass = bool(bypass)
-
-    @property
-    def weight_bits(self) -> int:
-        """Weight bit width of the binary linear op."""
-        return self.linear.weight_bits
-
-    @property
-    def act_bits(self) -> int:
-        """Activation bit width of the binary linear op."""
-        return self.linear.act_bits
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.linear(x)
