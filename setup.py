@@ -1,9 +1,9 @@
 """Build hook: setuptools reads all metadata from pyproject.toml.
 
-It adds one optional C extension, ``bidense.deploy._bkernels`` (binary XOR-popcount kernels,
+It adds one optional C extension, ``bidense.runtime._bkernels`` (binary XOR-popcount kernels,
 plain CPython C API, no numpy headers, no torch). The extension is optional: if it cannot be
 compiled (no C compiler, no OpenMP, an exotic platform) the install still succeeds with a
-warning and ``bidense.deploy.kernels`` falls back to its pure-numpy path.
+warning and ``bidense.runtime.kernels`` falls back to its pure-numpy path.
 
 Flags: ``-O3`` and OpenMP, never ``-march=native``; the AVX2 / AVX-512 kernels are compiled per
 function with ``__attribute__((target(...)))`` and chosen at run time from the CPU's features.
@@ -18,8 +18,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 _OPTIONAL_NOTE = (
-    "bidense: the compiled kernel extension bidense.deploy._bkernels could not be built ({}); "
-    "bidense.deploy will use its slower pure-numpy kernels."
+    "bidense: the compiled kernel extension bidense.runtime._bkernels could not be built ({}); "
+    "bidense.runtime will use its slower pure-numpy kernels."
 )
 
 
@@ -70,7 +70,7 @@ class OptionalBuildExt(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "bidense.deploy._bkernels",
+            "bidense.runtime._bkernels",
             sources=["csrc/bkernels.c"],
             optional=True,
         )

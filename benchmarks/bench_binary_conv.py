@@ -3,7 +3,7 @@
     python benchmarks/bench_binary_conv.py --threads 1 2 --repeats 30 --json layer_bench.json
 
 Prints CPU features, the chosen kernel path and a min/median table with the speed-up ratios;
-writes JSON. The logic lives in ``bidense.deploy._layer_bench.run_layer_benchmark`` so that the
+writes JSON. The logic lives in ``bidense.benchmark.layers.run_layer_benchmark`` so that the
 ``bidense benchmark`` CLI can call it too.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from bidense.deploy._layer_bench import run_layer_benchmark
+from bidense.benchmark.layers import run_layer_benchmark
 
 
 def main(argv: list[str] | None = None) -> dict:

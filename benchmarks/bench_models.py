@@ -2,14 +2,14 @@
 
 Usage: ``python benchmarks/bench_models.py --what models --threads 1,2 --repeats 10 --json
 out.json`` (``--what layers|models|all``). Same code as ``bidense benchmark``; see
-``bidense.deploy.bench`` for what is measured and the Amdahl rule.
+``bidense.benchmark.models`` for what is measured and the Amdahl rule.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from bidense.deploy.bench import run_benchmark_cli
+from bidense.benchmark.models import run_benchmark_cli
 
 
 def main() -> None:

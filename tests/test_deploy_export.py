@@ -1,4 +1,4 @@
-"""Tests of the .bdn format and the exporter (bidense.deploy.format / export / graph)."""
+"""Tests of the .bdn format and the exporter (bidense.runtime.format / export / graph)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from bidense.deploy import format as bdn
-from bidense.deploy.export import ExportInfo, UnsupportedModelError, export
-from bidense.deploy.runtime import Runtime
+from bidense.runtime import format as bdn
+from bidense.export.bdn import ExportInfo, UnsupportedModelError, export
+from bidense.runtime.runner import Runtime
 from bidense.nn import BinaryConv2d
 
 

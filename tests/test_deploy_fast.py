@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bidense.deploy import kernels
-from bidense.deploy.export import export, export_checkpoint, max_relative_error
-from bidense.deploy.runtime import Runtime
+from bidense.runtime import kernels
+from bidense.export.bdn import export, export_checkpoint, max_relative_error
+from bidense.runtime.runner import Runtime
 from bidense.nn import BinaryConv2d, RPReLU
 
 
@@ -27,7 +27,7 @@ def test_pack_thresh_bits_ties_and_deviation(tau_kind, threads):
     t4 = np.zeros(130, np.float32) if tau is None else (tau if tau.ndim == 1 else
                                                          tau[:, None, None, :])
     x[0, 0, 0, :7] = np.broadcast_to(t4, x.shape)[0, 0, 0, :7]  # exact ties
-    bits, ties, dev = kernels._pack_thresh(x, tau, absdev=True, threads=threads)
+    bits, ties, dev = kernels.pack_threshold(x, tau, absdev=True, threads=threads)
     # independent: sign bits of x - tau one channel at a time, LSB-first
     neg = (x.astype(np.float64) - t4) < 0
     for c in (0, 63, 64, 129):
@@ -41,12 +41,12 @@ def test_pack_thresh_bits_ties_and_deviation(tau_kind, threads):
 
 def test_chan_sum_and_thread_independence():
     x = np.random.default_rng(1).standard_normal((2, 33, 17, 70)).astype(np.float32)
-    s1 = kernels._chan_sum(x, threads=1)
-    s2 = kernels._chan_sum(x, threads=2)
+    s1 = kernels.channel_sum(x, threads=1)
+    s2 = kernels.channel_sum(x, threads=2)
     np.testing.assert_array_equal(s1, s2)  # fixed chunk order, not a thread reduction
     np.testing.assert_allclose(s1, x.astype(np.float64).sum(axis=(1, 2)), rtol=1e-12)
-    _, _, d1 = kernels._pack_thresh(x, None, absdev=True, threads=1)
-    _, _, d2 = kernels._pack_thresh(x, None, absdev=True, threads=2)
+    _, _, d1 = kernels.pack_threshold(x, None, absdev=True, threads=1)
+    _, _, d2 = kernels.pack_threshold(x, None, absdev=True, threads=2)
     np.testing.assert_array_equal(d1, d2)
 
 
@@ -164,22 +164,22 @@ def test_fp_gemm_matches_float64_and_is_thread_independent(m, k, o):
     ref = a.astype(np.float64) @ w.astype(np.float64)
     # float32 accumulation over k terms: error bounded by about k ulps of the absolute sum
     tol = 4 * k * np.finfo(np.float32).eps * (np.abs(a).astype(np.float64) @ np.abs(w))
-    variants = list(range(kernels._gemm_kind() + 1)) or [-1]  # every code this CPU can run
+    variants = list(range(kernels.gemm_kind() + 1)) or [-1]  # every code this CPU can run
     for v in variants:
-        plain = kernels._fp_gemm(a, w, threads=1, variant=v)
+        plain = kernels.fp_gemm(a, w, threads=1, variant=v)
         assert plain.dtype == np.float32 and plain.shape == (m, o)
         assert np.all(np.abs(plain - ref) <= tol + 1e-30)
-        y1 = kernels._fp_gemm(a, w, scale, bias, threads=1, variant=v)
+        y1 = kernels.fp_gemm(a, w, scale, bias, threads=1, variant=v)
         # the epilogue is two float32 roundings after the sum: (sum * scale) + bias
         np.testing.assert_array_equal(y1, (plain * scale) + bias)
         for t in (2, 3):
             np.testing.assert_array_equal(
-                kernels._fp_gemm(a, w, scale, bias, threads=t, variant=v), y1)
-    if kernels._gemm_kind() >= 0:
+                kernels.fp_gemm(a, w, scale, bias, threads=t, variant=v), y1)
+    if kernels.gemm_kind() >= 0:
         with pytest.raises(ValueError, match="cannot run here"):
-            kernels._fp_gemm(a, w, variant=3)
+            kernels.fp_gemm(a, w, variant=3)
     with pytest.raises(ValueError, match="do not match"):
-        kernels._fp_gemm(a, w[:-1] if k > 1 else np.ones((2, o), np.float32))
+        kernels.fp_gemm(a, w[:-1] if k > 1 else np.ones((2, o), np.float32))
 
 
 @pytest.mark.parametrize("cin,cout", [(8, 24), (24, 8), (10, 23), (12, 5), (7, 3), (70, 70)])
@@ -187,7 +187,7 @@ def test_fp_gemm_matches_float64_and_is_thread_independent(m, k, o):
 def test_cfb_nhwc_matches_hand_computation(cin, cout, grouping):
     x = np.random.default_rng(cin * 100 + cout).standard_normal((2, 3, 4, cin)).astype(
         np.float32)
-    got = kernels._cfb_nhwc(x, cout, grouping, threads=1)
+    got = kernels.cfb_nhwc(x, cout, grouping, threads=1)
     assert got is not None and got.shape == (2, 3, 4, cout) and got.dtype == np.float32
     # independent: the CFB rule channel by channel in float64 (Yin et al., arXiv 2411.10346)
     x64 = x.astype(np.float64)
@@ -203,13 +203,13 @@ def test_cfb_nhwc_matches_hand_computation(cin, cout, grouping):
         want.append(sum(x64[..., c] for c in rest) / len(rest))
     want = np.stack(want, axis=-1).astype(np.float32)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
-    np.testing.assert_array_equal(kernels._cfb_nhwc(x, cout, grouping, threads=2), got)
+    np.testing.assert_array_equal(kernels.cfb_nhwc(x, cout, grouping, threads=2), got)
 
 
 def test_runtime_bit_identical_across_threads(tmp_path):
     # FP stem/classifier GEMMs, CFB bypasses, DAB statistics and packed convs: the thread
     # count may change the speed, never a bit of the output
-    from bidense.deploy.bench import _make_model
+    from bidense.benchmark.models import _make_model
 
     torch.manual_seed(0)
     model = _make_model("upernet_convnext_micro", "bidense:shared")
@@ -224,7 +224,7 @@ def test_runtime_bit_identical_across_threads(tmp_path):
 
 
 def test_reuse_heap_memory_respects_user_malloc_settings(monkeypatch):
-    from bidense.deploy import runtime as rt_mod
+    from bidense.runtime import runner as rt_mod
 
     monkeypatch.setitem(rt_mod._MALLOC, "done", False)
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123456")
@@ -244,7 +244,7 @@ def test_openmp_wait_defaults(user):
         env[k] = v
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(os.path.dirname(__file__), "..", "src"),
                                          env.get("PYTHONPATH", "")])
-    code = ("import os, bidense.deploy.kernels; "
+    code = ("import os, bidense.runtime.kernels; "
             "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()

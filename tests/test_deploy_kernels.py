@@ -1,4 +1,4 @@
-"""Exactness tests for bidense.deploy.kernels on every backend.
+"""Exactness tests for bidense.runtime.kernels on every backend.
 
 The reference is an independent float64 conv over +-1 values written here (direct tap loop with
 einsum, NCHW, PyTorch semantics); it is itself cross-checked against torch.nn.functional once.
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bidense.deploy import kernels as K
+from bidense.runtime import kernels as K
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -368,7 +368,7 @@ def _run(code: str, **env) -> subprocess.CompletedProcess:
 
 
 def test_deploy_imports_no_torch():
-    r = _run("import sys, bidense.deploy, bidense.deploy.kernels; "
+    r = _run("import sys, bidense.runtime, bidense.runtime.kernels; "
              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
@@ -379,10 +379,10 @@ def test_numpy_fallback_without_extension():
 import sys, numpy as np
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name == 'bidense.deploy._bkernels':
+        if name == 'bidense.runtime._bkernels':
             raise ImportError('blocked for the test')
 sys.meta_path.insert(0, Block())
-from bidense.deploy import kernels as K
+from bidense.runtime import kernels as K
 assert K.available_backends() == ['numpy'], K.available_backends()
 assert K.backend() == 'numpy' and not K.extension_info()['available']
 try:

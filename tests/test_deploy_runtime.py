@@ -1,4 +1,4 @@
-"""The packed CPU runtime against PyTorch eval outputs (bidense.deploy.runtime)."""
+"""The packed CPU runtime against PyTorch eval outputs (bidense.runtime.runner)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bidense.deploy.export import export, max_relative_error
-from bidense.deploy.runtime import Runtime, RuntimeInputError
+from bidense.export.bdn import export, max_relative_error
+from bidense.runtime.runner import Runtime, RuntimeInputError
 from bidense.models import create_model, list_models
 from bidense.models.methods import METHODS
 from bidense.nn import BiDenseConv2d, BinaryConv2d
@@ -234,8 +234,8 @@ def test_runtime_imports_no_torch(tmp_path):
         import sys
         sys.path.insert(0, {str(src)!r})
         import numpy as np
-        from bidense.deploy import Runtime
-        from bidense.deploy.format import read_bdn
+        from bidense.runtime import Runtime
+        from bidense.runtime.format import read_bdn
         rt = Runtime({str(path)!r})
         y = rt(np.load({str(tmp_path / 'x.npy')!r}))
         ref = np.load({str(tmp_path / 'ref.npy')!r})

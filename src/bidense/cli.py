@@ -108,7 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .deploy.export import export_checkpoint
+    from .export.bdn import export_checkpoint
 
     info = export_checkpoint(args.checkpoint, args.output, verify=args.verify)
     print(info)
@@ -116,7 +116,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from .deploy.bench import run_benchmark_cli
+    from .benchmark.models import run_benchmark_cli
 
     run_benchmark_cli(args)
     return 0

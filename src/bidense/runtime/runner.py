@@ -79,7 +79,7 @@ _CALL = {"threads": 1}
 
 
 def _ext_bilinear_impl(xs, h0, h1, lh, w0, w1, lw):
-    return kernels._bilinear_nhwc(xs, h0, h1, lh, w0, w1, lw, threads=_CALL["threads"])
+    return kernels.bilinear_nhwc(xs, h0, h1, lh, w0, w1, lw, threads=_CALL["threads"])
 
 
 _ext_bilinear = _ext_bilinear_impl if getattr(kernels, "_ext", None) is not None else None
@@ -118,7 +118,7 @@ def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int
     when given; returns a logical NCHW view.
 
     1x1 convs are one GEMM; kxk convs an NHWC im2col (taps outer, channels inner) and a GEMM;
-    depthwise convs a tap loop of vector multiply-adds. The GEMMs are ``kernels._fp_gemm``
+    depthwise convs a tap loop of vector multiply-adds. The GEMMs are ``kernels.fp_gemm``
     (threads split rows, so the result does not depend on the thread count).
     """
     n, c, h, wd = x.shape
@@ -131,7 +131,7 @@ def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int
     xs = _nhwc(x)
     thr = _CALL["threads"]
     if kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and groups == 1:
-        y = kernels._fp_gemm(xs.reshape(-1, c), _wmat(w, 0, 1), scale, bias, threads=thr)
+        y = kernels.fp_gemm(xs.reshape(-1, c), _wmat(w, 0, 1), scale, bias, threads=thr)
         return _nchw(y.reshape(n, ho, wo, o))
     xp = np.pad(xs, ((0, 0), (ph, ph), (pw, pw), (0, 0))) if ph or pw else xs
     if groups == c and o == c and cg == 1:
@@ -150,10 +150,10 @@ def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int
         cols = win[:, :, :, g * cg:(g + 1) * cg].transpose(0, 1, 2, 4, 5, 3).reshape(
             n * ho * wo, -1)
         if groups == 1:
-            outs.append(kernels._fp_gemm(cols, _wmat(w, 0, 1), scale, bias, threads=thr
+            outs.append(kernels.fp_gemm(cols, _wmat(w, 0, 1), scale, bias, threads=thr
                                          ).reshape(n, ho, wo, -1))
         else:
-            outs.append(kernels._fp_gemm(cols, _wmat(w, g, groups), threads=thr).reshape(
+            outs.append(kernels.fp_gemm(cols, _wmat(w, g, groups), threads=thr).reshape(
                 n, ho, wo, -1))
     if groups == 1:
         return _nchw(outs[0])
@@ -477,7 +477,7 @@ def _cfb_cl(x: np.ndarray, c_out: int, cdim: int, grouping: str) -> np.ndarray:
     if x.ndim == 4 and cdim % 4 == 1:
         if x.shape[1] == c_out:
             return x
-        y = kernels._cfb_nhwc(_nhwc(x), c_out, grouping, threads=_CALL["threads"])
+        y = kernels.cfb_nhwc(_nhwc(x), c_out, grouping, threads=_CALL["threads"])
         return _nchw(_cfb(_nhwc(x), c_out, 3, grouping) if y is None else y)
     return _cfb(x, c_out, cdim % x.ndim, grouping)
 
@@ -638,9 +638,9 @@ class _BinaryOp:
         if k == "dab":
             # DAB (BiDense, Yin et al. 2024): tau = k * mean_hw(x) + b,
             # alpha = exp(a * (mean_hw |x - tau| - 1)), per sample and channel
-            mu = (kernels._chan_sum(xs, threads=threads) / (h * w)).astype(np.float32)
+            mu = (kernels.channel_sum(xs, threads=threads) / (h * w)).astype(np.float32)
             tau = (t["act.k"].reshape(1, -1) * mu + t["act.b"].reshape(1, -1)).astype(np.float32)
-        bits, ties, dev = kernels._pack_thresh(xs, tau, absdev=k == "dab", threads=threads)
+        bits, ties, dev = kernels.pack_threshold(xs, tau, absdev=k == "dab", threads=threads)
         if k == "dab":
             m = (dev / (h * w)).astype(np.float32)
             alpha = np.exp(t["act.a"].reshape(1, -1) * (m - np.float32(1.0))).astype(np.float32)
@@ -662,7 +662,7 @@ class _BinaryOp:
                 y = _nhwc(_conv2d(_nchw(val), self.wf(), self.a["stride"], self.a["padding"],
                                   self.a["dilation"], 1))
             e = epi or {}
-            y = kernels._np_epilogue(y, self.out_scale, False, self.out_bias, e.get("bypass"),
+            y = kernels.epilogue_numpy(y, self.out_scale, False, self.out_bias, e.get("bypass"),
                                      e.get("slope"), e.get("pre"), e.get("post"))
             return _nchw(y), "DAB float path (per-channel alpha)" + (" +zeros" if ties else "")
         scale = self.out_scale
@@ -724,7 +724,7 @@ class _BinaryOp:
         geo = dict(kernel=(kh, kw), stride=self.a["stride"], padding=self.a["padding"],
                    dilation=self.a["dilation"])
         xs = _nhwc(pre)
-        bits, ties, _ = kernels._pack_thresh(xs, None, threads=threads)
+        bits, ties, _ = kernels.pack_threshold(xs, None, threads=threads)
         bits = [bits]
         if ties:
             bits.append(kernels.pack_nhwc(np.where(xs == 0, np.float32(-1), xs),
@@ -829,7 +829,7 @@ class Runtime:
     """Run a ``.bdn`` model on float32 NCHW numpy arrays (no torch).
 
     Args:
-        path: the ``.bdn`` file (validated on load; see :mod:`bidense.deploy.format`).
+        path: the ``.bdn`` file (validated on load; see :mod:`bidense.runtime.format`).
         threads: kernel threads (default: ``os.cpu_count()``).
     """
 

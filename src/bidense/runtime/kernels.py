@@ -53,14 +53,14 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:  # the compiled extension is optional (see setup.py)
-    from bidense.deploy import _bkernels as _ext
+    from bidense.runtime import _bkernels as _ext
 
     _EXT_ERROR: str | None = None
 except ImportError as _exc:  # pragma: no cover - depends on the build
     _ext = None
     _EXT_ERROR = str(_exc)
     warnings.warn(
-        f"bidense.deploy: compiled kernels unavailable ({_EXT_ERROR}); using the portable numpy "
+        f"bidense.runtime: compiled kernels unavailable ({_EXT_ERROR}); using the portable numpy "
         "path, which is much slower (reinstall with a C compiler to build them)",
         RuntimeWarning,
         stacklevel=2,
@@ -353,7 +353,7 @@ def _np_dot(x_bits, w_bits, c, stride, padding, dilation, zero_pad, depthwise):
     return (cols @ ws.reshape(ws.shape[0], -1).T).reshape(n, ho, wo, -1)
 
 
-def _np_epilogue(dot, scale, per_n, bias, bypass, slope, pre, post):
+def epilogue_numpy(dot, scale, per_n, bias, bypass, slope, pre, post):
     s = scale[:, None, None, :] if per_n else scale
     y = dot.astype(np.float32) * s + bias
     if bypass is not None:
@@ -446,7 +446,7 @@ def binary_conv2d(
         wd = _pack_bool((w_bits[:, :, :, 0] & np.uint64(1)).astype(bool).transpose(1, 2, 0))
         if be == "numpy":
             dot = _np_dot(x_bits, wd, c, st, pad, dil, zero, True)
-            return _np_epilogue(dot, scale_a, per_n, bias_a, byp, slope, pre, post)
+            return epilogue_numpy(dot, scale_a, per_n, bias_a, byp, slope, pre, post)
         out = np.empty((n, ho, wo, c), np.float32)
         _ext.depthwise2d(x_bits, wd, out, n, h, w, c, kh, kw, st[0], st[1], pad[0], pad[1],
                          dil[0], dil[1], int(zero), scale_a, int(per_n), bias_a, byp, pre, slope,
@@ -475,7 +475,7 @@ def _dense(x_bits, w_bits, c, o, k, st, pad, dil, zero, scale, per_n, bias, byp,
            post, threads, be):
     if be == "numpy":
         dot = _np_dot(x_bits, w_bits, c, st, pad, dil, zero, False)
-        return _np_epilogue(dot, scale, per_n, bias, byp, slope, pre, post)
+        return epilogue_numpy(dot, scale, per_n, bias, byp, slope, pre, post)
     n, h, w = x_bits.shape[:3]
     ho = (h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) // st[0] + 1
     wo = (w + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) // st[1] + 1
@@ -606,14 +606,14 @@ def binary_conv2d_dab(
     cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
     ws = unpack_nhwc(w_bits, c).reshape(o, -1)
     dot = (cols @ ws.T).reshape(n, ho, wo, o)
-    return _np_epilogue(dot, scale_a, per_n, bias_a, byp, slope, pre, post)
+    return epilogue_numpy(dot, scale_a, per_n, bias_a, byp, slope, pre, post)
 
 
 # ---------------------------------------------------------------------------------------------
 # Private helpers of the graph runtime (NHWC float32 data; compiled when available)
 
 
-def _pack_thresh(
+def pack_threshold(
     xs: np.ndarray, tau: np.ndarray | None, *, absdev: bool = False, threads: int = 1
 ) -> tuple[np.ndarray, int, np.ndarray | None]:
     """Sign bits of ``xs - tau`` in one pass: ``(bits, ties, dev)``.
@@ -630,7 +630,7 @@ def _pack_thresh(
     if tau is not None:
         t = np.ascontiguousarray(tau, np.float32)
         if t.shape not in ((c,), (n, c)):
-            raise ValueError(f"_pack_thresh: tau must be ({c},) or ({n}, {c}), got {t.shape}")
+            raise ValueError(f"pack_threshold: tau must be ({c},) or ({n}, {c}), got {t.shape}")
     if _ext is None or backend() == "numpy":
         tt = 0.0 if t is None else (t if t.ndim == 1 else t[:, None, None, :])
         bits = _pack_bool(xs < tt)
@@ -646,7 +646,7 @@ def _pack_thresh(
     return bits, int(ties), dev
 
 
-def _chan_sum(xs: np.ndarray, *, threads: int = 1) -> np.ndarray:
+def channel_sum(xs: np.ndarray, *, threads: int = 1) -> np.ndarray:
     """Per-(sample, channel) float64 sums of float32 NHWC data, ``(N, C)``."""
     n, h, w, c = xs.shape
     xs = np.ascontiguousarray(xs, np.float32)
@@ -657,7 +657,7 @@ def _chan_sum(xs: np.ndarray, *, threads: int = 1) -> np.ndarray:
     return out
 
 
-def _bilinear_nhwc(xs: np.ndarray, h0: np.ndarray, h1: np.ndarray, lh: np.ndarray,
+def bilinear_nhwc(xs: np.ndarray, h0: np.ndarray, h1: np.ndarray, lh: np.ndarray,
                    w0: np.ndarray, w1: np.ndarray, lw: np.ndarray, *,
                    threads: int = 1) -> np.ndarray:
     """Separable bilinear resize of float32 NHWC data with precomputed source rows/columns
@@ -680,7 +680,7 @@ def _bilinear_nhwc(xs: np.ndarray, h0: np.ndarray, h1: np.ndarray, lh: np.ndarra
     return out
 
 
-def _fp_gemm(a: np.ndarray, w: np.ndarray, scale: np.ndarray | None = None,
+def fp_gemm(a: np.ndarray, w: np.ndarray, scale: np.ndarray | None = None,
              bias: np.ndarray | None = None, *, threads: int = 1,
              variant: int = -1) -> np.ndarray:
     """Float32 ``(a @ w) * scale + bias`` for ``a (M, K)``, ``w (K, O)`` (``scale``/``bias``
@@ -689,12 +689,12 @@ def _fp_gemm(a: np.ndarray, w: np.ndarray, scale: np.ndarray | None = None,
     Compiled: each output is one float32 accumulator over ``k = 0..K-1`` in order (FMA on
     AVX-512), threads split the rows. Without the extension (or with the ``numpy`` backend) it is
     numpy's matmul, whose BLAS the runtime keeps at one thread for the same reason. ``variant``
-    (tests) forces the compiled code: 0 plain C, 1 AVX2, 2 AVX-512 (at most ``_gemm_kind()``).
+    (tests) forces the compiled code: 0 plain C, 1 AVX2, 2 AVX-512 (at most ``gemm_kind()``).
     """
     a = np.ascontiguousarray(a, np.float32)
     w = np.ascontiguousarray(w, np.float32)
     if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[0]:
-        raise ValueError(f"_fp_gemm: shapes {a.shape} @ {w.shape} do not match")
+        raise ValueError(f"fp_gemm: shapes {a.shape} @ {w.shape} do not match")
     m, k = a.shape
     o = w.shape[1]
     sc = None if scale is None else np.ascontiguousarray(scale, np.float32).reshape(o)
@@ -711,12 +711,12 @@ def _fp_gemm(a: np.ndarray, w: np.ndarray, scale: np.ndarray | None = None,
     return out
 
 
-def _gemm_kind() -> int:
-    """The :func:`_fp_gemm` code this CPU runs: 2 AVX-512 FMA, 1 AVX2, 0 plain C, -1 numpy."""
+def gemm_kind() -> int:
+    """The :func:`fp_gemm` code this CPU runs: 2 AVX-512 FMA, 1 AVX2, 0 plain C, -1 numpy."""
     return -1 if _ext is None else int(_ext.gemm_kind())
 
 
-def _cfb_nhwc(xs: np.ndarray, c_out: int, grouping: str, *, threads: int = 1) -> np.ndarray | None:
+def cfb_nhwc(xs: np.ndarray, c_out: int, grouping: str, *, threads: int = 1) -> np.ndarray | None:
     """BiDense's channel-adaptive bypass (CFB, Yin et al., arXiv 2411.10346) of float32 NHWC
     ``xs (N, H, W, C_in)`` to ``C_out`` channels, compiled; ``None`` without the extension.
 

@@ -2,7 +2,7 @@
 
 Used by ``benchmarks/bench_binary_conv.py`` and meant for the ``bidense benchmark`` CLI. torch is
 imported only inside :func:`run_layer_benchmark` (and is optional: without it the fp32 column is
-empty), so importing :mod:`bidense.deploy` never imports torch.
+empty), so importing :mod:`bidense.runtime` never imports torch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from bidense._atomic import atomic_open
-from bidense.deploy import kernels as K
+from bidense.runtime import kernels as K
 
 #: (name, C_in, C_out, H = W, kernel, stride) -- the layer shapes of issue 6 / engines.md 3.
 LAYER_SHAPES: tuple[tuple[str, int, int, int, int, int], ...] = (
@@ -57,7 +57,7 @@ def run_layer_benchmark(
 
     Each configuration runs at least ``repeats`` times and ``min_time`` seconds; min and median
     are reported. Binary rows: input already packed ("binary") and float NHWC input including
-    :func:`~bidense.deploy.kernels.pack_nhwc` ("binary+pack"); both write float32 NHWC with a
+    :func:`~bidense.runtime.kernels.pack_nhwc` ("binary+pack"); both write float32 NHWC with a
     fused per-channel scale and bias, batch 1, zero padding (border correction on). The fp32 row
     is ``torch.nn.functional.conv2d`` on a channels-last tensor under ``torch.inference_mode``
     with ``torch.set_num_threads(t)``. Ratios = fp32 time / binary time (by min and by median).

@@ -66,7 +66,7 @@ engine, path, name, method, size, threads, repeats, min_time = sys.argv[1:9]
 size, threads, repeats, min_time = int(size), int(threads), int(repeats), float(min_time)
 x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
 if engine == "runtime":
-    from bidense.deploy.runtime import Runtime
+    from bidense.runtime.runner import Runtime
     rt = Runtime(path, threads=threads)
     run = lambda: rt(x)
 else:
@@ -132,9 +132,9 @@ def run_model_benchmark(
     from bidense.models import create_model
     from bidense.profile import summarize
 
-    from . import kernels
-    from .export import export, max_relative_error
-    from .runtime import Runtime
+    from bidense.runtime import kernels
+    from bidense.export.bdn import export, max_relative_error
+    from bidense.runtime import Runtime
 
     results: dict[str, Any] = {
         "cpu_features": kernels.cpu_features(), "backend": kernels.backend(),
@@ -248,7 +248,7 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 def run_benchmark_cli(args: Any) -> dict[str, Any]:
     """``bidense benchmark``: ``args.what`` in layers|models|all, ``args.threads`` "1,2",
     ``args.repeats``, ``args.json`` (output path or None)."""
-    from ._layer_bench import run_layer_benchmark
+    from .layers import run_layer_benchmark
 
     threads = [int(t) for t in str(getattr(args, "threads", "1,2")).split(",") if t.strip()]
     what = getattr(args, "what", "layers")

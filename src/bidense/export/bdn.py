@@ -1,9 +1,9 @@
 """Export a bidense model to a packed ``.bdn`` file (imports torch lazily, inside functions).
 
-``export(model, path, example_input)`` captures the graph (:mod:`bidense.deploy.graph`), lowers
+``export(model, path, example_input)`` captures the graph (:mod:`bidense.export.capture`), lowers
 every leaf module to a runtime op with its tensors, folds BatchNorm into the preceding conv's
 per-output-channel scale and bias, packs every 1-bit weight into uint64 words (canonical OHWI,
-bit 1 = -1) and writes the file atomically (:mod:`bidense.deploy.format`).
+bit 1 = -1) and writes the file atomically (:mod:`bidense.runtime.format`).
 
 BN folding is exact algebra: with ``y = D * s_o + b_o`` (``D`` the conv of the binarized input
 with the +-1 weights, ``s_o`` the weight scale) and eval BN
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .format import node_refs as _refs
-from .format import write_bdn
+from bidense.runtime.format import node_refs as _refs
+from bidense.runtime.format import write_bdn
 
 __all__ = ["ExportInfo", "export", "export_checkpoint", "UnsupportedModelError"]
 
@@ -125,7 +125,7 @@ def _lower_weight(m: Any, kind: str) -> tuple[dict[str, Any], dict[str, np.ndarr
     """Binary weights as packed signs + per-row scale where ``W_b == scale * sign`` exactly."""
     import torch
 
-    from . import kernels
+    from bidense.runtime import kernels
 
     wb = m.weight_binarizer
     with torch.no_grad():
@@ -348,14 +348,14 @@ def export(model: Any, path: str | os.PathLike, example_input: Any, *,
 
     import bidense
 
-    from .runtime import SUPPORTED_FUNCTIONS
+    from bidense.runtime.runner import SUPPORTED_FUNCTIONS
 
     if not isinstance(example_input, torch.Tensor) or example_input.dim() != 4:
         raise ValueError("export: example_input must be a 4-D NCHW torch tensor")
     was_training = model.training
     model.eval()
     try:
-        from .graph import capture
+        from .capture import capture
 
         g, _ = capture(model, example_input.float())
         mods: dict[str, dict[str, Any]] = {}
@@ -483,7 +483,7 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.Pat
     x = torch.randn(*input_shape, generator=gen)
     info = export(model, out_path, x, metadata={"checkpoint": Path(checkpoint_path).name})
     if verify:
-        from .runtime import Runtime
+        from bidense.runtime import Runtime
 
         with torch.no_grad():
             ref = model.eval()(x).numpy()

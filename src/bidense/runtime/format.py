@@ -12,7 +12,7 @@ Layout (all integers little-endian)::
 
 A tensor entry is ``{"dtype": "float32"|"uint64"|"int64", "shape": [...], "offset": o,
 "nbytes": b}`` with ``offset`` relative to the payload start. 1-bit weights are stored as uint64
-words in the canonical OHWI packed layout of :mod:`bidense.deploy.kernels` (bit 1 = -1,
+words in the canonical OHWI packed layout of :mod:`bidense.runtime.kernels` (bit 1 = -1,
 LSB-first, 64 input channels per word).
 
 The reader checks, in this order: magic (foreign file), version (newer than this reader),

@@ -1,0 +1,15 @@
+"""The packed-model runtime: ``.bdn`` reader, ops, graph runner and the compiled kernels.
+
+numpy and the optional C extension ``bidense.runtime._bkernels`` only: this package never
+imports torch nor any other bidense package except the stdlib-level helpers ``bidense._atomic``
+and ``bidense._system``, so it ships on its own. Without the extension the kernels fall back to
+a portable numpy path and say so once (a ``RuntimeWarning``). See ``docs/runtime.md``.
+"""
+
+from bidense.runtime import kernels
+from bidense.runtime.format import BdnFormatError, read_bdn
+from bidense.runtime.kernels import available_backends, backend, cpu_features
+from bidense.runtime.runner import Runtime, RuntimeInputError
+
+__all__ = ["BdnFormatError", "Runtime", "RuntimeInputError", "available_backends", "backend",
+           "cpu_features", "kernels", "read_bdn"]
