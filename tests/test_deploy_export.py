@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from bidense.runtime import format as bdn
 from bidense.export.bdn import ExportInfo, UnsupportedModelError, export
-from bidense.runtime.runner import Runtime
 from bidense.nn import BinaryConv2d
+from bidense.runtime import format as bdn
+from bidense.runtime.runner import Runtime
 
 
 def _small_model() -> nn.Module:

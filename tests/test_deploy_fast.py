@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bidense.runtime import kernels
 from bidense.export.bdn import export, export_checkpoint, max_relative_error
-from bidense.runtime.runner import Runtime
 from bidense.nn import BinaryConv2d, RPReLU
+from bidense.runtime import kernels
+from bidense.runtime.runner import Runtime
 
 
 @pytest.mark.parametrize("tau_kind", ["none", "channel", "sample"])

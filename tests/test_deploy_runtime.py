@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bidense.export.bdn import export, max_relative_error
-from bidense.runtime.runner import Runtime, RuntimeInputError
 from bidense.models import create_model, list_models
 from bidense.models.methods import METHODS
 from bidense.nn import BiDenseConv2d, BinaryConv2d
+from bidense.runtime.runner import Runtime, RuntimeInputError
 
 TOL = 1e-4
 # GELU(x) for x in about [-5.55, -5.49] is 0 or about -1.6e-7 depending on PyTorch's GELU

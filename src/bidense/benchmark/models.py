@@ -129,12 +129,10 @@ def run_model_benchmark(
     """Benchmark whole models (see the module docstring); returns (and optionally writes) JSON."""
     import torch
 
+    from bidense.export.bdn import export, max_relative_error
     from bidense.models import create_model
     from bidense.profile import summarize
-
-    from bidense.runtime import kernels
-    from bidense.export.bdn import export, max_relative_error
-    from bidense.runtime import Runtime
+    from bidense.runtime import Runtime, kernels
 
     results: dict[str, Any] = {
         "cpu_features": kernels.cpu_features(), "backend": kernels.backend(),

@@ -347,7 +347,6 @@ def export(model: Any, path: str | os.PathLike, example_input: Any, *,
     import torch
 
     import bidense
-
     from bidense.runtime.runner import SUPPORTED_FUNCTIONS
 
     if not isinstance(example_input, torch.Tensor) or example_input.dim() != 4:
