@@ -60,6 +60,10 @@ class ImageLabelFolder(DenseDataset):
         if missing:
             raise DatasetError(f"{lab_dir}: no label for image {images[missing[0]]} "
                                f"({len(missing)} image(s) without a label)")
+        orphans = sorted(set(labels) - set(images))
+        if orphans:
+            raise DatasetError(f"{img_dir}: no image for label {labels[orphans[0]]} "
+                               f"({len(orphans)} label(s) without an image)")
         self.samples = [Sample(k, images[k], labels[k]) for k in sorted(images)]
         self._require_samples(img_dir)
 

@@ -136,14 +136,20 @@ def find_by_stem(folder: str | os.PathLike, extensions: Iterable[str] = IMAGE_EX
     """Map file stem (``suffix`` removed) -> path for files in ``folder`` with given extensions.
 
     Raises :class:`DatasetFileNotFoundError` if the folder is missing and :class:`DatasetError` if
-    two files share a stem (e.g. ``a.jpg`` and ``a.png``), since pairing would be ambiguous.
+    two files share a stem (e.g. ``a.jpg`` and ``a.png``), since pairing would be ambiguous, or if
+    a file with one of the extensions is a broken link (skipping it would drop its pair without a
+    word).
     """
     d = check_exists(folder, "folder")
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     out: dict[str, Path] = {}
     it = d.rglob("*") if recursive else d.iterdir()
     for p in sorted(it):
-        if not p.is_file() or p.suffix.lower() not in exts:
+        if p.suffix.lower() not in exts:
+            continue
+        if p.is_symlink() and not p.exists():
+            raise DatasetError(f"{p}: broken link (its target {os.readlink(p)} does not exist)")
+        if not p.is_file():
             continue
         stem = p.stem
         if suffix:
