@@ -39,7 +39,7 @@ from bidense.data import SyntheticScenes
 from bidense.losses import build_loss
 from bidense.metrics import RoadMetric, SaliencyMetric, SegmentationMetric
 from bidense.models.ding import ding_resnet_tiny
-from bidense.nn import attention_cost_comparison
+from bidense.profile import attention_cost_comparison
 
 TASKS = ("seg", "road", "saliency")
 ABLATIONS: dict[str, list[tuple[str, dict[str, str]]]] = {

@@ -18,12 +18,16 @@ from bidense.nn import (
     DingUnit,
     FullPrecisionDualAttention,
     MultiBranchUpsample,
+    channel_adaptive_bypass,
+    hard_row_threshold,
+)
+from bidense.profile import (
     attention_cost_comparison,
     binary_attention_sa_ops,
-    channel_adaptive_bypass,
     full_precision_attention_ops,
+    module_ops,
+    self_reported_counter,
 )
-from bidense.nn.ding import hard_row_threshold
 
 torch.manual_seed(0)
 
@@ -385,15 +389,15 @@ def test_mbu_counts_by_hand() -> None:
     binary = near[0] + bil[0] + tr[0] + ps[0]
     ew = nearest_once + near[1] + bil[1] + tr[1] + ps[1] + gates + merge + cfb + rprelu
     assert binary == 960 and ew == 652
-    assert m.profile_ops((1, 2, 1, 2)) == {"binary_macs": 960, "fp_macs": 0, "elementwise": 652}
-    assert m.profile_ops((3, 2, 1, 2)) == {"binary_macs": 2880, "fp_macs": 0,
+    assert module_ops(m, (1, 2, 1, 2)) == {"binary_macs": 960, "fp_macs": 0, "elementwise": 652}
+    assert module_ops(m, (3, 2, 1, 2)) == {"binary_macs": 2880, "fp_macs": 0,
                                            "elementwise": 1956}
     mc = MultiBranchUpsample(2, 3, 2, gate="conditioned")
     # + phi: 2 * 4 * 3 FP MACs; + GAP (2 * 2) and the logit add (4 * 3)
-    assert mc.profile_ops((1, 2, 1, 2)) == {"binary_macs": 960, "fp_macs": 24,
+    assert module_ops(mc, (1, 2, 1, 2)) == {"binary_macs": 960, "fp_macs": 24,
                                             "elementwise": 652 + 4 + 12}
     mf = MultiBranchUpsample(2, 3, 2, binary=False)  # FP: no RSign thresholds
-    assert mf.profile_ops((1, 2, 1, 2)) == {"binary_macs": 0, "fp_macs": 960,
+    assert module_ops(mf, (1, 2, 1, 2)) == {"binary_macs": 0, "fp_macs": 960,
                                             "elementwise": 652 - 16 - 16 - 4 - 4}
 
 
@@ -402,7 +406,7 @@ def test_mbu_macs_match_conv_hooks(scale: int, cin: int, cout: int) -> None:
     m = MultiBranchUpsample(cin, cout, scale, gate="conditioned")
     x = torch.randn(2, cin, 3, 2)
     binary, fp = _conv_macs_by_hooks(m, x)
-    counts = m.profile_ops(tuple(x.shape))
+    counts = module_ops(m, tuple(x.shape))
     assert (counts["binary_macs"], counts["fp_macs"]) == (binary, fp)
     # D1's closed forms per image
     n_out = 3 * 2 * scale**2
@@ -418,17 +422,24 @@ def test_unit_counts_by_hand() -> None:
     proj = 4 * 8 * 2  # FP 1x1 MACs
     ew_sc = 2 * 8 * 2  # its BN
     tail = (1 + 3) * 8 * 2  # residual add + RPReLU
-    assert u.profile_ops((1, 4, 4, 2)) == {
+    assert module_ops(u, (1, 4, 4, 2)) == {
         "binary_macs": conv, "fp_macs": proj, "elementwise": ew + pool + ew_sc + tail
     }
     uc = DingUnit(4, 8, 3, 2, "cfb")  # CFB 4 -> 8 tiles: free
-    assert uc.profile_ops((1, 4, 4, 2)) == {
+    assert module_ops(uc, (1, 4, 4, 2)) == {
         "binary_macs": conv, "fp_macs": 0, "elementwise": ew + pool + tail
     }
     x = torch.randn(2, 4, 6, 4)
     assert _conv_macs_by_hooks(u, x) == (
-        u.profile_ops((2, 4, 6, 4))["binary_macs"], u.profile_ops((2, 4, 6, 4))["fp_macs"]
+        module_ops(u, (2, 4, 6, 4))["binary_macs"], module_ops(u, (2, 4, 6, 4))["fp_macs"]
     )
+
+
+def test_module_ops_needs_a_counting_rule() -> None:
+    with pytest.raises(TypeError, match="no counting rule for Conv2d"):
+        module_ops(nn.Conv2d(2, 2, 1), (1, 2, 2, 2))
+    with pytest.raises(ValueError, match="expects"):
+        module_ops(DingUnit(4, 4), (1, 3, 2, 2))
 
 
 def test_attention_counts_by_hand() -> None:
@@ -451,15 +462,15 @@ def test_attention_counts_by_hand() -> None:
         "elementwise": proj_ew + pool + pos_ew + chan_ew + merge + unit_ew,
     }
     assert expect == {"binary_macs": 3144, "fp_macs": 64, "elementwise": 1146}
-    assert att.profile_ops((1, 8, 2, 2)) == expect
+    assert module_ops(att, (1, 8, 2, 2)) == expect
     # binary_values: the aggregation becomes BOPs (+ A_b, sign v, row count, divide, a_v)
     attb = BinaryDualAttention(8, grid=(1, 2), binary_values=True)
     extra_ew = 2 * n * p + c * p + n * p + 2 * c * n
-    assert attb.profile_ops((1, 8, 2, 2)) == {
+    assert module_ops(attb, (1, 8, 2, 2)) == {
         "binary_macs": 3144 + n * p * c, "fp_macs": 0, "elementwise": 1146 + extra_ew
     }
     # the profiler hook: own ops only, plus the FP DANet reference
-    own = att.efficiency_counts((torch.zeros(1, 8, 2, 2),), None)
+    own = self_reported_counter(att)((torch.zeros(1, 8, 2, 2),), None)
     assert own["binary_macs"] == own_bin and own["fp_macs"] == own_fp
     assert own["reference_fp_macs"] == n * n * d + n * n * c + 2 * c * c * n
     # projections and out unit by hooks
@@ -473,7 +484,7 @@ def test_full_precision_attention_counts() -> None:
     n = h * w
     proj = (2 * d + c) * c * n
     sa = n * n * d + n * n * c + 2 * c * c * n
-    counts = m.profile_ops((2, c, h, w))
+    counts = module_ops(m, (2, c, h, w))
     assert counts["fp_macs"] == 2 * (proj + sa) and counts["binary_macs"] == 0
     assert counts["elementwise"] == 2 * ((2 * d + c) * n + 3 * (n * n + c * c) + 2 * c * c
                                          + 4 * c * n)

@@ -7,9 +7,17 @@
 - :class:`BiDenseConv2d`, :class:`BiDenseConvTranspose2d`, :class:`BiDenseDown`,
   :class:`BiDenseUp`, :class:`BiDenseTransition`, :class:`BiDenseLinear`: BiDense blocks.
 - :class:`LearnableBias`, :class:`RPReLU`, :class:`Maxout`: FP non-linearities between blocks.
+- :class:`DingUnit` (``units``): the ``ding`` method's binary unit (after Ding et al. 2024).
+- :class:`MultiBranchUpsample` (``upsample``): gated parallel binary upsampling branches
+  (:data:`UPSAMPLE_BRANCHES`).
+- :class:`BinaryDualAttention` (``attention``): two-part binary position + channel attention,
+  :class:`FullPrecisionDualAttention` its DANet reference, :func:`hard_row_threshold`.
+
+Op counts of these layers live in :mod:`bidense.profile` (``module_ops``); nn never imports it.
 """
 
 from .activations import LearnableBias, Maxout, RPReLU
+from .attention import BinaryDualAttention, FullPrecisionDualAttention, hard_row_threshold
 from .bidense import (
     BiDenseConv2d,
     BiDenseConvTranspose2d,
@@ -25,16 +33,8 @@ from .bypass import (
     channel_adaptive_bypass,
     channel_adaptive_bypass_groups,
 )
-from .ding import (
-    UPSAMPLE_BRANCHES,
-    BinaryDualAttention,
-    DingUnit,
-    FullPrecisionDualAttention,
-    MultiBranchUpsample,
-    attention_cost_comparison,
-    binary_attention_sa_ops,
-    full_precision_attention_ops,
-)
+from .units import DingUnit
+from .upsample import UPSAMPLE_BRANCHES, MultiBranchUpsample
 
 __all__ = [
     "add_channel_adaptive_bypass",
@@ -59,7 +59,5 @@ __all__ = [
     "DingUnit",
     "FullPrecisionDualAttention",
     "MultiBranchUpsample",
-    "attention_cost_comparison",
-    "binary_attention_sa_ops",
-    "full_precision_attention_ops",
+    "hard_row_threshold",
 ]

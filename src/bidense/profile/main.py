@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bidense.models import create_model
+
 from .summary import Summary, parse_input_shape, summarize
 
 __all__ = ["summary_main", "summarize_zoo_model"]
@@ -16,8 +18,6 @@ def summarize_zoo_model(model_name: str, method: str, task: str,
 
     For ``method="fp32"`` the model is its own fp32 reference (all ratios are 1).
     """
-    from bidense.models import create_model  # higher layer than nn; imported on use
-
     shape = parse_input_shape(input_shape)
     model = create_model(model_name, task=task, num_classes=num_classes, method=method)
     fp32 = model if method == "fp32" else create_model(

@@ -73,6 +73,11 @@ ADAPTIVE_POOL_OPS = frozenset(
     {"_adaptive_avg_pool2d", "adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool3d",
      "adaptive_avg_pool1d", "adaptive_max_pool2d", "adaptive_max_pool1d", "adaptive_max_pool3d"}
 )
+#: Elementwise ops per output element of an inference batch norm (folded to a scale + shift).
+BATCH_NORM_COST = 2
+#: Elementwise ops per element of a softmax or log-softmax (exp, sum, divide).
+SOFTMAX_COST = 3
+
 # Ops per output element of an interpolation: 2^d tap multiplies + (2^d - 1) adds for d-linear,
 # 16 + 15 for bicubic; nearest is one index computation + read.
 INTERPOLATION_COST: dict[str, int] = {
@@ -179,8 +184,12 @@ def mac_operands(name: str, args: Sequence[Any]) -> tuple[torch.Tensor, torch.Te
     return None
 
 
-def _adaptive_window_sum(in_size: int, out_size: int) -> int:
-    # PyTorch's adaptive pooling windows: [floor(i*In/Out), ceil((i+1)*In/Out)).
+def adaptive_window_sum(in_size: int, out_size: int) -> int:
+    """Total length of the ``out_size`` windows adaptive pooling puts on an ``in_size`` axis.
+
+    PyTorch's windows are ``[floor(i In / Out), ceil((i + 1) In / Out))``; they overlap when the
+    sizes do not divide, so the sum can exceed ``in_size``.
+    """
     return sum(
         -((-(i + 1) * in_size) // out_size) - (i * in_size) // out_size for i in range(out_size)
     )
@@ -215,15 +224,16 @@ def elementwise_count(name: str, args: Sequence[Any], kwargs: dict[str, Any], ou
             return _numel(first)
         if name.startswith("_scaled_dot_product"):
             q, k = args[0], args[1]
-            return 4 * math.prod(q.shape[:-1]) * k.shape[-2]
+            # softmax and the 1/sqrt(E) scaling of every score
+            return (SOFTMAX_COST + 1) * math.prod(q.shape[:-1]) * k.shape[-2]
         return 0
     if name in BATCH_NORM_OPS:
-        return 2 * _numel(first)
+        return BATCH_NORM_COST * _numel(first)
     if name in NORM_OPS:
         weight = _arg(args, kwargs, 2 if name == "native_layer_norm" else 1, "weight", None)
         return (7 if weight is not None else 5) * _numel(first)
     if name in SOFTMAX_OPS:
-        return 3 * _numel(first)
+        return SOFTMAX_COST * _numel(first)
     if name in REDUCTION_OPS:
         return _numel(args[0]) if args and isinstance(args[0], torch.Tensor) else _numel(first)
     if name in MOMENT_OPS:
@@ -241,7 +251,7 @@ def elementwise_count(name: str, args: Sequence[Any], kwargs: dict[str, Any], ou
         spatial = list(x.shape[-len(out_size):])
         lead = math.prod(x.shape[: x.dim() - len(out_size)])
         return lead * math.prod(
-            _adaptive_window_sum(int(i), int(o)) for i, o in zip(spatial, out_size)
+            adaptive_window_sum(int(i), int(o)) for i, o in zip(spatial, out_size)
         )
     if name in INTERPOLATION_COST:
         return INTERPOLATION_COST[name] * _numel(first)

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import rules
+from .modules import self_reported_counter
 
 __all__ = ["TOTAL_KEYS", "Summary", "summarize", "is_binary_layer", "parse_input_shape"]
 
@@ -151,6 +152,11 @@ class _Tracer:
         self.notes: list[str] = []
         self.offline_ops = 0
         self.modules = {id(m): m for m in model.modules()}
+        self.counters = {
+            id(m): counter
+            for m in model.modules()
+            if (counter := self_reported_counter(m)) is not None
+        }
 
     def _assign(self, mod: nn.Module, binary_owner: int | None, offline: bool) -> None:
         if id(mod) in self.row_of:
@@ -203,8 +209,8 @@ class _Tracer:
                                       else list(output.values()))
                 if outs:
                     r.output_shape = list(outs[0].shape)
-        counter = getattr(mod, "efficiency_counts", None)
-        if callable(counter):
+        counter = self.counters.get(id(mod))
+        if counter is not None:
             self.paused = True
             try:
                 counts = dict(counter(args, output))
@@ -235,7 +241,7 @@ class _Tracer:
             # Weight binarization happens once, offline, in a deployed model.
             self.offline_ops += 1
             return
-        if callable(getattr(inner, "efficiency_counts", None)):
+        if id(inner) in self.counters:
             return
         name = rules.op_name(func)
         row_id = self.row_of[id(inner)]
