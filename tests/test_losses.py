@@ -197,5 +197,6 @@ def test_build_loss():
     assert isinstance(build_loss("saliency"), SaliencyLoss)
     assert isinstance(build_loss("road"), RoadLoss)
     assert isinstance(build_loss("distill", temperature=2.0), DistillationLoss)
-    with pytest.raises(ValueError, match="unknown task"):
+    assert isinstance(build_loss("silog"), SILogLoss)
+    with pytest.raises(ValueError, match="unknown loss"):
         build_loss("panoptic")

@@ -5,7 +5,8 @@
 * :class:`SaliencyLoss` - BCE + soft IoU (BASNet, Qin et al. 2019; F3Net, Wei et al. 2020).
 * :class:`RoadLoss` - BCE with "don't care" pixels masked.
 * :class:`DistillationLoss` - KL from a teacher's softmax (ReActNet, Liu et al. 2020).
-* :func:`build_loss` - construct one of these by task name.
+* :func:`build_loss` - construct one of these by name (:data:`LOSSES`; the name a task's
+  :class:`bidense.tasks.TaskSpec` gives, or the task's own name).
 
 Every loss returns a scalar that stays differentiable (zero, not NaN) when a batch has no valid
 pixel, so a fully ignored crop cannot poison the optimiser state.
@@ -24,6 +25,7 @@ __all__ = [
     "RoadLoss",
     "SILogLoss",
     "SaliencyLoss",
+    "LOSSES",
     "SegmentationLoss",
     "build_loss",
 ]
@@ -273,23 +275,27 @@ class DistillationLoss(nn.Module):
         return kl.mean() * t * t
 
 
-_TASKS: dict[str, type[nn.Module]] = {
+#: loss registry: the names :attr:`bidense.tasks.TaskSpec.loss` gives, plus distillation
+LOSSES: dict[str, type[nn.Module]] = {
     "seg": SegmentationLoss,
-    "segmentation": SegmentationLoss,
-    "depth": SILogLoss,
+    "silog": SILogLoss,
     "saliency": SaliencyLoss,
-    "sod": SaliencyLoss,
     "road": RoadLoss,
     "distill": DistillationLoss,
-    "distillation": DistillationLoss,
 }
+#: other names accepted by :func:`build_loss` (task names and long forms)
+_ALIASES = {"segmentation": "seg", "depth": "silog", "sod": "saliency",
+            "distillation": "distill"}
 
 
-def build_loss(task: str, **kwargs: Any) -> nn.Module:
-    """Construct the default loss of ``task`` (``seg``/``segmentation``, ``depth``,
-    ``saliency``/``sod``, ``road``, ``distill``/``distillation``), passing ``kwargs`` on."""
-    try:
-        cls = _TASKS[task.lower()]
-    except KeyError:
-        raise ValueError(f"unknown task {task!r}; choose from {sorted(_TASKS)}") from None
-    return cls(**kwargs)
+def build_loss(name: str, **kwargs: Any) -> nn.Module:
+    """Construct loss ``name`` (a :data:`LOSSES` key, or ``segmentation``, ``depth``, ``sod``,
+    ``distillation``), passing ``kwargs`` on; a task's loss is ``build_loss(get_task(t).loss)``.
+    """
+    key = name.lower()
+    key = _ALIASES.get(key, key)
+    if key not in LOSSES:
+        raise ValueError(
+            f"unknown loss {name!r}; choose from {sorted(set(LOSSES) | set(_ALIASES))}"
+        )
+    return LOSSES[key](**kwargs)

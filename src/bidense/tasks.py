@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 __all__ = ["TASKS", "TaskSpec", "get_task", "head_channels", "lower_is_better", "postprocess"]
 
 
@@ -33,13 +35,18 @@ class TaskSpec:
     Attributes:
         name: the task's name (``model.task`` in configs).
         title: human-readable name for reports and pages.
-        multiclass: True when the model predicts ``num_classes`` logits (seg); else one channel.
+        multiclass: True when the model predicts ``num_classes`` logits and targets are
+            ``(H, W)`` class ids (seg); else one output channel and ``(1, H, W)`` target maps.
         head_hidden: hidden channels of the dense head (``None``: the decoder's width).
         head_output: ``"logits"`` or ``"depth"`` (sigmoid x ``max_depth``, metres).
         target_dtype: dtype of the target tensor (``int64`` labels or ``float32`` maps).
         target_fill: what padded/rotated target pixels hold: ``"ignore"`` (the ignore index) or
             ``0.0`` (depth 0 = invalid, saliency background).
+        target_check: how a dataset validates a loaded target: ``"labels"`` (class ids below
+            ``num_classes`` or the ignore index), ``"finite"`` (no NaN/inf depth) or ``None``.
         scale_range: the training preset's random-scale range (``None``: no scaling, depth).
+        rotation: the training preset's random rotation in degrees, always applied (``None``:
+            only when the caller asks for one).
         jitter: whether the training preset jitters brightness by default.
         brightness: that jitter's brightness range.
         loss: loss registry name (:func:`bidense.losses.build_loss`).
@@ -60,7 +67,9 @@ class TaskSpec:
     head_output: str
     target_dtype: str
     target_fill: str | float
+    target_check: str | None
     scale_range: tuple[float, float] | None
+    rotation: float | None
     jitter: bool
     brightness: tuple[float, float]
     loss: str
@@ -79,31 +88,35 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {
     "seg": TaskSpec(
         name="seg", title="semantic segmentation", multiclass=True, head_hidden=None,
-        head_output="logits", target_dtype="int64", target_fill="ignore",
-        scale_range=(0.5, 2.0), jitter=False, brightness=(0.9, 1.1), loss="seg", metric="seg",
-        postprocess="argmax", headline="mIoU", headline_mode="max", picture="labels",
-        raw_suffix="label.png",
+        head_output="logits",
+        target_dtype="int64", target_fill="ignore", target_check="labels",
+        scale_range=(0.5, 2.0), rotation=None, jitter=False, brightness=(0.9, 1.1),
+        loss="seg", metric="seg", postprocess="argmax", headline="mIoU", headline_mode="max",
+        picture="labels", raw_suffix="label.png",
     ),
     "depth": TaskSpec(
         name="depth", title="monocular depth", multiclass=False, head_hidden=32,
-        head_output="depth", target_dtype="float32", target_fill=0.0, scale_range=None,
-        jitter=True, brightness=(0.75, 1.25), loss="depth", metric="depth",
-        postprocess="identity", headline="abs_rel", headline_mode="min", picture="depth",
-        raw_suffix="depth.npy",
+        head_output="depth",
+        target_dtype="float32", target_fill=0.0, target_check="finite",
+        scale_range=None, rotation=2.5, jitter=True, brightness=(0.75, 1.25),
+        loss="silog", metric="depth", postprocess="identity", headline="abs_rel",
+        headline_mode="min", picture="depth", raw_suffix="depth.npy",
     ),
     "saliency": TaskSpec(
         name="saliency", title="salient-object segmentation", multiclass=False, head_hidden=32,
-        head_output="logits", target_dtype="float32", target_fill=0.0,
-        scale_range=(0.75, 1.25), jitter=True, brightness=(0.9, 1.1), loss="saliency",
-        metric="saliency", postprocess="sigmoid", headline="max_f", headline_mode="max",
-        picture="probability", raw_suffix="prob.npy",
+        head_output="logits",
+        target_dtype="float32", target_fill=0.0, target_check=None,
+        scale_range=(0.75, 1.25), rotation=None, jitter=True, brightness=(0.9, 1.1),
+        loss="saliency", metric="saliency", postprocess="sigmoid", headline="max_f",
+        headline_mode="max", picture="probability", raw_suffix="prob.npy",
     ),
     "road": TaskSpec(
         name="road", title="road segmentation", multiclass=False, head_hidden=32,
-        head_output="logits", target_dtype="float32", target_fill="ignore",
-        scale_range=(0.75, 1.5), jitter=True, brightness=(0.9, 1.1), loss="road",
-        metric="road", postprocess="sigmoid", headline="max_f", headline_mode="max",
-        picture="probability", raw_suffix="prob.npy",
+        head_output="logits",
+        target_dtype="float32", target_fill="ignore", target_check=None,
+        scale_range=(0.75, 1.5), rotation=None, jitter=True, brightness=(0.9, 1.1),
+        loss="road", metric="road", postprocess="sigmoid", headline="max_f",
+        headline_mode="max", picture="probability", raw_suffix="prob.npy",
     ),
 }
 
@@ -158,8 +171,6 @@ def _argmax(out: Any, dim: int) -> Any:
 def _sigmoid(out: Any, dim: int) -> Any:
     if hasattr(out, "sigmoid"):
         return out.sigmoid()
-    import numpy as np
-
     return (1.0 / (1.0 + np.exp(-np.asarray(out, np.float64)))).astype(np.float32)
 
 

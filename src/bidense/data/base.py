@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .. import tasks
 from .errors import DatasetError
 from .io import check_finite_depth, check_same_size, check_seg_labels
-from .transforms import TASKS, JointTransform, image_to_tensor, target_to_tensor
+from .transforms import JointTransform, image_to_tensor, target_to_tensor
 
 __all__ = ["Sample", "DenseDataset", "resolve_root"]
 
@@ -70,8 +71,7 @@ class DenseDataset(Dataset):
 
     def __init__(self, split: str, task: str, transform: Callable[..., Any] | None = None,
                  seed: int | None = None) -> None:
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+        tasks.get_task(task)  # an unknown task fails here, not at the first item
         self.split = split
         self.task = task
         self.transform = transform
@@ -80,6 +80,11 @@ class DenseDataset(Dataset):
         self.samples: list[Sample] = []
         self._gen: np.random.Generator | None = None
         self._gen_key: tuple[int, int] | None = None
+
+    @property
+    def spec(self) -> tasks.TaskSpec:
+        """The task's entry in :data:`bidense.tasks.TASKS`."""
+        return tasks.get_task(self.task)
 
     # -- to implement -------------------------------------------------------------------------
     def read_image(self, sample: Sample) -> np.ndarray:
@@ -103,11 +108,10 @@ class DenseDataset(Dataset):
         self.epoch = int(epoch)
 
     def empty_target(self, shape: Sequence[int]) -> np.ndarray:
-        """Target standing in for missing GT: all ignore (seg/road) or all 0 (depth/saliency)."""
-        if self.task == "seg":
-            return np.full(tuple(shape), self.ignore_index, dtype=np.int64)
-        fill = float(self.ignore_index) if self.task == "road" else 0.0
-        return np.full(tuple(shape), fill, dtype=np.float32)
+        """Target standing in for missing GT: all ignore (seg/road) or all 0 (depth/saliency),
+        the task's ``target_fill`` in its ``target_dtype``."""
+        fill = self.spec.fill_value(self.ignore_index)
+        return np.full(tuple(shape), fill, dtype=self.spec.target_dtype)
 
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """Read and validate item ``index`` before transforms: ``(image, target, has_target)``."""
@@ -118,10 +122,8 @@ class DenseDataset(Dataset):
         if target is None:
             return image, self.empty_target(image.shape[:2]), False
         check_same_size(image, target, sample.image, where)
-        if self.task == "seg" and self.num_classes is not None:
-            check_seg_labels(target, self.num_classes, self.ignore_index, where)
-        elif self.task == "depth":
-            check_finite_depth(target, where)
+        if self.spec.target_check is not None:
+            _TARGET_CHECKS[self.spec.target_check](self, target, where)
         return image, target, True
 
     def _rng(self, index: int) -> np.random.Generator:
@@ -155,3 +157,20 @@ class DenseDataset(Dataset):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(split={self.split!r}, task={self.task!r}, "
                 f"n={len(self)}, num_classes={self.num_classes})")
+
+
+def _check_labels(dataset: DenseDataset, target: np.ndarray, where: object) -> None:
+    if dataset.num_classes is not None:
+        check_seg_labels(target, dataset.num_classes, dataset.ignore_index, where)
+
+
+def _check_depth(dataset: DenseDataset, target: np.ndarray, where: object) -> None:
+    check_finite_depth(target, where)
+
+
+#: ``TaskSpec.target_check`` -> ``check(dataset, target, where)``, raising :class:`DatasetError`:
+#: class ids in range (or the ignore index) when the dataset knows its class count; finite depth
+_TARGET_CHECKS: dict[str, Callable[[DenseDataset, np.ndarray, object], None]] = {
+    "labels": _check_labels,
+    "finite": _check_depth,
+}

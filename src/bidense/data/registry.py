@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .. import tasks
 from .base import DenseDataset
 from .depth import KITTIDepth, NYUv2, NYUv2BTS
 from .folder import ImageLabelFolder
@@ -15,9 +16,11 @@ from .synthetic import SyntheticScenes
 
 __all__ = ["DATASETS", "build_dataset", "list_datasets"]
 
-#: name -> (class, tasks it serves)
+_ALL_TASKS = tuple(tasks.TASKS)
+
+#: name -> (class, tasks it serves; the first is the default)
 DATASETS: dict[str, tuple[type[DenseDataset], tuple[str, ...]]] = {
-    "synthetic": (SyntheticScenes, ("seg", "depth", "saliency", "road")),
+    "synthetic": (SyntheticScenes, _ALL_TASKS),
     "ade20k": (ADE20K, ("seg",)),
     "cityscapes": (Cityscapes, ("seg",)),
     "voc2012": (VOC2012, ("seg",)),
@@ -28,7 +31,7 @@ DATASETS: dict[str, tuple[type[DenseDataset], tuple[str, ...]]] = {
     "duts": (DUTS, ("saliency",)),
     "saliency_folder": (SaliencyFolder, ("saliency",)),
     "kitti_road": (KITTIRoad, ("road",)),
-    "folder": (ImageLabelFolder, ("seg", "depth", "saliency", "road")),
+    "folder": (ImageLabelFolder, _ALL_TASKS),
 }
 _ALIASES = {"ade": "ade20k", "voc": "voc2012", "pascal_voc": "voc2012", "nyu": "nyuv2",
             "kitti": "kitti_depth", "kitti_eigen": "kitti_depth", "sod": "saliency_folder",
@@ -54,10 +57,10 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, split: str =
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
-    cls, tasks = DATASETS[key]
-    task = task or tasks[0]
-    if task not in tasks:
-        raise ValueError(f"dataset {key!r} serves tasks {tasks}, not {task!r}")
+    cls, served = DATASETS[key]
+    task = task or served[0]
+    if task not in served:
+        raise ValueError(f"dataset {key!r} serves tasks {served}, not {task!r}")
     if root is None and key != "synthetic":
         raise ValueError(f"dataset {key!r} needs a root folder")
     if key in ("synthetic", "nyuv2", "folder"):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .. import tasks
 from .io import as_size
 
 __all__ = [
@@ -44,7 +45,8 @@ __all__ = [
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-TASKS: tuple[str, ...] = ("seg", "depth", "saliency", "road")
+#: the task names (:data:`bidense.tasks.TASKS`)
+TASKS: tuple[str, ...] = tuple(tasks.TASKS)
 
 
 def _as_rng(rng: np.random.Generator | int | None, own: np.random.Generator) -> np.random.Generator:
@@ -56,13 +58,10 @@ def _as_rng(rng: np.random.Generator | int | None, own: np.random.Generator) -> 
 
 
 def target_fill_for(task: str, ignore_index: int = 255) -> float:
-    """Fill value for target pixels created by padding/rotation: ignore for seg/road, 0 otherwise.
-
-    Depth 0 means invalid; saliency padding is background.
+    """Fill value for target pixels created by padding/rotation (``TaskSpec.target_fill``):
+    ignore for seg/road, 0 otherwise (depth 0 means invalid; saliency padding is background).
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    return float(ignore_index) if task in ("seg", "road") else 0.0
+    return tasks.get_task(task).fill_value(ignore_index)
 
 
 class JointTransform:
@@ -362,16 +361,14 @@ class Normalize(JointTransform):
 
 
 def target_to_tensor(target: np.ndarray, task: str) -> torch.Tensor:
-    """Convert a numpy target to the dataset convention for ``task``.
+    """Convert a numpy target to the dataset convention for ``task`` (``TaskSpec.target_dtype``).
 
-    ``seg``: int64 ``(H, W)``; ``depth``/``saliency``/``road``: float32 ``(1, H, W)``.
+    Class ids (``seg``): int64 ``(H, W)``; one-channel maps (``depth``/``saliency``/``road``):
+    float32 ``(1, H, W)``, the layout of the model's output.
     """
-    if task == "seg":
-        return torch.from_numpy(np.ascontiguousarray(target).astype(np.int64))
-    if task in ("depth", "saliency", "road"):
-        t = np.ascontiguousarray(target).astype(np.float32)
-        return torch.from_numpy(t)[None]
-    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    spec = tasks.get_task(task)
+    t = torch.from_numpy(np.ascontiguousarray(target).astype(spec.target_dtype))
+    return t if spec.multiclass else t[None]
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -389,8 +386,8 @@ class ToTensor(JointTransform):
 
     def __init__(self, task: str | None = None) -> None:
         super().__init__()
-        if task is not None and task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+        if task is not None:
+            tasks.get_task(task)
         self.task = task
 
     def __call__(self, image, target=None, rng=None):  # noqa: D102
@@ -416,24 +413,24 @@ def train_transforms(task: str, crop_size: int | Sequence[int],
       change metric depth.
     - ``saliency``: RandomScale (0.75-1.25) -> RandomCrop (pad 0) -> flip -> jitter -> ...
     - ``road``: RandomScale (0.75-1.5) -> RandomCrop (pad ignore) -> flip -> jitter -> ...
+
+    The per-task defaults (scale range, rotation, jitter and its brightness, padding fill) are
+    the task's :class:`bidense.tasks.TaskSpec` fields; a task without a scale range ignores
+    ``scale_range``, a task with a default rotation always rotates.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    fill = target_fill_for(task, ignore_index)
+    spec = tasks.get_task(task)
+    fill = spec.fill_value(ignore_index)
     ts: list[JointTransform] = []
-    if task == "depth":
-        ts.append(RandomRotation(2.5 if rotation is None else rotation, target_fill=0.0))
-    else:
-        default_scale = {"seg": (0.5, 2.0), "saliency": (0.75, 1.25), "road": (0.75, 1.5)}[task]
-        ts.append(RandomScale(scale_range or default_scale, base_size=base_size))
-        if rotation:
-            ts.append(RandomRotation(rotation, target_fill=fill))
+    if spec.scale_range is not None:
+        ts.append(RandomScale(scale_range or spec.scale_range, base_size=base_size))
+    degrees = spec.rotation if rotation is None else rotation
+    if spec.rotation is not None or degrees:
+        ts.append(RandomRotation(degrees, target_fill=fill))
     ts.append(RandomCrop(crop_size, image_fill=0.0, target_fill=fill))
     if flip:
         ts.append(RandomHorizontalFlip(0.5))
-    if jitter if jitter is not None else task != "seg":
-        bright = (0.75, 1.25) if task == "depth" else (0.9, 1.1)
-        ts.append(PhotometricJitter(0.5, brightness=bright))
+    if spec.jitter if jitter is None else jitter:
+        ts.append(PhotometricJitter(0.5, brightness=spec.brightness))
     if normalize:
         ts.append(Normalize())
     ts.append(ToTensor(task))
@@ -447,8 +444,7 @@ def eval_transforms(task: str, size: int | Sequence[int] | None = None,
     Segmentation and depth are normally evaluated at native resolution (``size=None``); SOD
     commonly resizes to 352x352.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    tasks.get_task(task)
     ts: list[JointTransform] = []
     if size is not None:
         ts.append(Resize(size))

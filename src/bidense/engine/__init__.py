@@ -1,10 +1,15 @@
 """Training / evaluation engine: configs, loops, checkpoints, logging, distributed, demo.
 
-Heavy pieces are imported lazily so ``import bidense.engine`` stays cheap.
+:func:`load_model` is the one way back from a checkpoint file to a model (the CLI's ``eval``,
+``predict`` and ``export`` and the trainer's distillation teacher all use it).
 """
 
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint
 from .config import DEFAULTS, ConfigError, load_config
+from .evaluate import evaluate_checkpoint, evaluate_model, resolve_device
+from .loading import load_model
+from .predict import predict_files
+from .trainer import train
 
 __all__ = [
     "DEFAULTS",
@@ -12,25 +17,11 @@ __all__ = [
     "ConfigError",
     "atomic_save",
     "evaluate_checkpoint",
+    "evaluate_model",
     "load_checkpoint",
     "load_config",
-    "model_from_checkpoint",
+    "load_model",
     "predict_files",
+    "resolve_device",
     "train",
 ]
-
-
-def __getattr__(name: str):
-    if name == "train":
-        from .trainer import train
-
-        return train
-    if name in ("evaluate_checkpoint", "model_from_checkpoint"):
-        from . import evaluate
-
-        return getattr(evaluate, name)
-    if name == "predict_files":
-        from .predict import predict_files
-
-        return predict_files
-    raise AttributeError(name)

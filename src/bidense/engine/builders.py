@@ -1,15 +1,21 @@
 """Build model, data, loss and metric from a resolved config (the only place that maps config
-keys onto library calls)."""
+keys onto library calls). What differs per task comes from its :class:`bidense.tasks.TaskSpec`;
+what differs per loss or metric is one entry in :data:`LOSS_KWARGS` / :data:`METRIC_KWARGS`."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from .config import DEFAULTS, HEADLINE_METRIC, _merge, yaml_load
+from .. import losses, metrics, tasks
+from ..data import build_dataset
+from ..data import transforms as T
+from ..models import create_model
+from .config import DEFAULTS, _merge, yaml_load
 
 
 def config_from_yaml(text: str) -> dict[str, Any]:
@@ -20,17 +26,16 @@ def config_from_yaml(text: str) -> dict[str, Any]:
 
 
 def headline_metric(cfg: dict[str, Any]) -> tuple[str, str]:
-    name, mode = HEADLINE_METRIC[cfg["model"]["task"]]
+    """``(metric name, "max" | "min")`` that ranks checkpoints: ``train.best_metric`` if set,
+    else the task's headline."""
     chosen = cfg["train"]["best_metric"]
     if chosen:
-        lower_better = {"abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "mae"}
-        return chosen, "min" if chosen in lower_better else "max"
-    return name, mode
+        return chosen, "min" if tasks.lower_is_better(chosen) else "max"
+    spec = tasks.get_task(cfg["model"]["task"])
+    return spec.headline, spec.headline_mode
 
 
 def build_model(cfg: dict[str, Any], num_classes: int | None) -> nn.Module:
-    from ..models import create_model
-
     m = cfg["model"]
     kwargs = dict(m["kwargs"] or {})
     return create_model(
@@ -44,8 +49,6 @@ def build_model(cfg: dict[str, Any], num_classes: int | None) -> nn.Module:
 
 
 def _transforms(cfg: dict[str, Any], train: bool):
-    from ..data import transforms as T
-
     data, task = cfg["data"], cfg["model"]["task"]
     if not train:
         return T.eval_transforms(task)
@@ -55,8 +58,6 @@ def _transforms(cfg: dict[str, Any], train: bool):
 
 
 def build_dataset_split(cfg: dict[str, Any], split: str, train: bool):
-    from ..data import build_dataset
-
     data, task = cfg["data"], cfg["model"]["task"]
     kwargs = dict(data["kwargs"] or {})
     kwargs.update(data["train_kwargs"] if train else data["val_kwargs"])
@@ -103,35 +104,40 @@ class _Limited(torch.utils.data.Dataset):
         return getattr(self.base, name)
 
 
+#: loss name (``TaskSpec.loss``) -> its keyword arguments from the config; absent: none
+LOSS_KWARGS: dict[str, Callable[[dict[str, Any], int | None], dict[str, Any]]] = {
+    "silog": lambda cfg, num_classes: {"min_depth": cfg["eval"]["min_depth"]},
+}
+
+
+def _segmentation_metric_kwargs(cfg: dict[str, Any], num_classes: int | None) -> dict[str, Any]:
+    if not num_classes:
+        raise ValueError("segmentation needs model.num_classes (the dataset did not say)")
+    return {"num_classes": num_classes, "protocol": cfg["eval"]["protocol"]}
+
+
+def _depth_metric_kwargs(cfg: dict[str, Any], num_classes: int | None) -> dict[str, Any]:
+    ev = cfg["eval"]
+    return {"min_depth": ev["min_depth"], "max_depth": ev["max_depth"] or cfg["model"]["max_depth"],
+            "crop": ev["crop"]}
+
+
+#: metric name (``TaskSpec.metric``) -> its keyword arguments from the config; absent: none
+METRIC_KWARGS: dict[str, Callable[[dict[str, Any], int | None], dict[str, Any]]] = {
+    "seg": _segmentation_metric_kwargs,
+    "depth": _depth_metric_kwargs,
+}
+
+
 def build_loss_fn(cfg: dict[str, Any], num_classes: int | None) -> nn.Module:
-    from ..losses import build_loss
-
-    task = cfg["model"]["task"]
-    if task == "depth":
-        return build_loss(task, min_depth=cfg["eval"]["min_depth"])
-    return build_loss(task)
+    """The task's training loss (:func:`bidense.losses.build_loss`)."""
+    name = tasks.get_task(cfg["model"]["task"]).loss
+    kwargs = LOSS_KWARGS[name](cfg, num_classes) if name in LOSS_KWARGS else {}
+    return losses.build_loss(name, **kwargs)
 
 
-def build_metric(cfg: dict[str, Any], num_classes: int | None):
-    from .. import metrics as M
-
-    task, ev = cfg["model"]["task"], cfg["eval"]
-    if task == "seg":
-        if not num_classes:
-            raise ValueError("segmentation needs model.num_classes (the dataset did not say)")
-        return M.SegmentationMetric(num_classes, protocol=ev["protocol"])
-    if task == "depth":
-        max_depth = ev["max_depth"] or cfg["model"]["max_depth"]
-        return M.DepthMetric(ev["min_depth"], max_depth, crop=ev["crop"])
-    if task == "saliency":
-        return M.SaliencyMetric()
-    return M.RoadMetric()
-
-
-def postprocess(out: torch.Tensor, task: str) -> torch.Tensor:
-    """Model output -> what the metric takes: class map, depth, or probability."""
-    if task == "seg":
-        return out.argmax(dim=1)
-    if task == "depth":
-        return out
-    return torch.sigmoid(out)
+def build_metric(cfg: dict[str, Any], num_classes: int | None) -> metrics.Metric:
+    """The task's evaluation metric (:func:`bidense.metrics.build_metric`)."""
+    name = tasks.get_task(cfg["model"]["task"]).metric
+    kwargs = METRIC_KWARGS[name](cfg, num_classes) if name in METRIC_KWARGS else {}
+    return metrics.build_metric(name, **kwargs)

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from ..tasks import TASKS
+
 DEFAULTS: dict[str, Any] = {
     "name": "run",
     "seed": 1,
@@ -69,12 +71,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-HEADLINE_METRIC = {
-    "seg": ("mIoU", "max"),
-    "depth": ("abs_rel", "min"),
-    "saliency": ("max_f", "max"),
-    "road": ("max_f", "max"),
-}
+_LOGIT_TASKS = "/".join(name for name, spec in TASKS.items() if spec.head_output == "logits")
 
 
 class _Loader(yaml.SafeLoader):
@@ -175,8 +172,8 @@ def _yaml_chain(path: Path) -> list[tuple[Path, dict]]:
 def validate(cfg: Mapping[str, Any]) -> None:
     """Check values whose mistakes would otherwise surface deep inside training."""
     task = cfg["model"]["task"]
-    if task not in HEADLINE_METRIC:
-        raise ConfigError(f"model.task must be one of {sorted(HEADLINE_METRIC)}, got {task!r}")
+    if task not in TASKS:
+        raise ConfigError(f"model.task must be one of {sorted(TASKS)}, got {task!r}")
     if cfg["train"]["scheduler"] not in ("onecycle", "constant"):
         raise ConfigError("train.scheduler must be 'onecycle' or 'constant'")
     if cfg["train"]["scheduler_step"] not in ("epoch", "step"):
@@ -188,8 +185,9 @@ def validate(cfg: Mapping[str, Any]) -> None:
         value = cfg[section][key]
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{section}.{key} must be a positive integer, got {value!r}")
-    if cfg["train"]["distill"]["teacher"] and task == "depth":
-        raise ConfigError("train.distill.teacher: distillation is defined for seg/saliency/road")
+    if cfg["train"]["distill"]["teacher"] and TASKS[task].head_output != "logits":
+        # the distillation loss compares softened class probabilities, so it needs logits
+        raise ConfigError(f"train.distill.teacher: distillation is defined for {_LOGIT_TASKS}")
     if cfg["eval"]["protocol"] not in ("default", "bidense-reference"):
         raise ConfigError("eval.protocol must be 'default' or 'bidense-reference'")
 

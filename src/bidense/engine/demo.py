@@ -16,13 +16,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from .. import tasks
+from ..profile import summarize
 from . import visualize as V
+from .builders import build_dataset_split
 from .config import load_config
+from .loading import load_model
 from .trainer import train
 
 DEMO_MODEL = "upernet_convnext_micro"
 DEMO_METHODS = ("fp32", "bidense", "reactnet")
+DEMO_TASK = "seg"
 FULL = {"size": [64, 64], "train_images": 1200, "val_images": 200, "epochs": 10,
         "batch_size": 16, "lr": 2e-3}
 QUICK = {"size": [32, 32], "train_images": 16, "val_images": 8, "epochs": 1,
@@ -37,7 +43,7 @@ def demo_config(method: str, budget: dict[str, Any], seed: int = 1) -> dict[str,
         "device=cpu",
         f"model.name={DEMO_MODEL}",
         f"model.method={method}",
-        "model.task=seg",
+        f"model.task={DEMO_TASK}",
         "data.dataset=synthetic",
         f"data.batch_size={budget['batch_size']}",
         f"data.kwargs={{size: {budget['size']}}}",
@@ -52,8 +58,6 @@ def demo_config(method: str, budget: dict[str, Any], seed: int = 1) -> dict[str,
 
 
 def _profile(model: torch.nn.Module, size: list[int]) -> dict[str, Any]:
-    from ..profile import summarize
-
     totals = summarize(model, (1, 3, *size)).totals
     return {k: totals[k] for k in ("total_params", "binary_params", "fp_params", "bits", "bops",
                                    "flops", "ops", "binary_mac_share")}
@@ -61,8 +65,6 @@ def _profile(model: torch.nn.Module, size: list[int]) -> dict[str, Any]:
 
 @torch.no_grad()
 def _prediction_grid(models: dict[str, torch.nn.Module], cfg: dict[str, Any], count: int = 4):
-    from .builders import build_dataset_split
-
     val = build_dataset_split(cfg, cfg["data"]["val_split"], train=False)
     num_classes = val.num_classes
     palette = V.palette_for(num_classes)
@@ -72,7 +74,7 @@ def _prediction_grid(models: dict[str, torch.nn.Module], cfg: dict[str, Any], co
         image = V.denormalize(item["image"].numpy())
         row = [image, V.colorize_labels(item["target"].numpy(), palette)]
         for model in models.values():
-            pred = model.eval()(item["image"][None])[0].argmax(0).numpy()
+            pred = tasks.postprocess(model.eval()(item["image"][None])[0], DEMO_TASK, 0).numpy()
             row.append(V.colorize_labels(pred, palette))
         rows.append([_upscale(img, 2) for img in row])
     return V.grid(rows, titles=["input", "truth", *models.keys()])
@@ -89,10 +91,6 @@ def _fmt_int(n: float) -> str:
 def run_demo(output: str | os.PathLike = "reports/demo", quick: bool = False,
              epochs: int | None = None, methods: tuple[str, ...] = DEMO_METHODS) -> Path:
     """Run the demo and return the path of ``report.md``."""
-    from PIL import Image
-
-    from .evaluate import model_from_checkpoint
-
     budget = dict(QUICK if quick else FULL)
     if epochs is not None:
         budget["epochs"] = int(epochs)
@@ -109,7 +107,7 @@ def run_demo(output: str | os.PathLike = "reports/demo", quick: bool = False,
         t0 = time.perf_counter()
         run = train(cfg, run_dir=out / "runs" / method, quiet=False)
         seconds = time.perf_counter() - t0
-        model, _, _ = model_from_checkpoint(Path(run["run_dir"]) / "last.pt")
+        model, _, _ = load_model(Path(run["run_dir"]) / "last.pt")
         models[method] = model
         metrics = run["metrics"]
         results[method] = {

@@ -1,7 +1,10 @@
-"""Evaluate a checkpoint, and rebuild a model from one."""
+"""Evaluation: the device to run on, one pass of a model over a loader, and a checkpoint's
+metrics. The trainer evaluates through :func:`evaluate_model` too, so training-time and
+stand-alone numbers come from the same loop."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -10,35 +13,62 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .builders import build_dataset_split, build_metric, build_model, config_from_yaml
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import load_config
+from .. import tasks
+from .builders import build_dataset_split, build_metric
+from .loading import load_model
+
+__all__ = ["evaluate_checkpoint", "evaluate_model", "resolve_device"]
 
 
-def model_from_checkpoint(
-    path: str | Path, overrides: Iterable[str] = ()
-) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """``(model in eval mode, config, checkpoint)`` from a bidense checkpoint."""
-    ckpt = load_checkpoint(path)
-    cfg = load_config(base=config_from_yaml(ckpt["config"]), overrides=overrides)
-    model = build_model(cfg, ckpt.get("num_classes"))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{path}: weights do not fit {cfg['model']['name']}/{cfg['model']['method']}: "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
-    return model.eval(), cfg, ckpt
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` | ``"cpu"`` | ``"cuda"`` -> a device; under torchrun, this rank's GPU."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but CUDA is not available")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    loader: DataLoader,
+    metric: Any,
+    task: str,
+    device: torch.device,
+    use_amp: bool = False,
+) -> dict[str, Any]:
+    """Run ``model`` over ``loader``, update ``metric`` (all-reduced across ranks) and compute.
+
+    Model outputs go through the task's postprocess (:func:`bidense.tasks.postprocess`); items
+    whose ``has_target`` is False are skipped.
+    """
+    was_training = model.training
+    model.eval()
+    metric.reset()
+    for batch in loader:
+        keep = batch.get("has_target")
+        images = batch["image"].to(device)
+        with torch.autocast(device.type, enabled=use_amp):
+            out = model(images)
+        pred = tasks.postprocess(out.float(), task)
+        target = batch["target"]
+        if keep is not None and not bool(torch.as_tensor(keep).all()):
+            mask = torch.as_tensor(keep, dtype=torch.bool)
+            if not mask.any():
+                continue
+            pred, target = pred[mask.to(pred.device)], target[mask]
+        metric.update(pred.cpu(), target)
+    metric.all_reduce()
+    model.train(was_training)
+    return metric.compute()
 
 
 def evaluate_checkpoint(
     path: str | Path, overrides: Iterable[str] = (), split: str | None = None
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on ``split`` (default: the config's validation split)."""
-    from .trainer import evaluate_model, resolve_device
-
-    model, cfg, ckpt = model_from_checkpoint(path, overrides)
+    model, cfg, ckpt = load_model(path, overrides)
     device = resolve_device(cfg["device"])
     dataset = build_dataset_split(cfg, split or cfg["data"]["val_split"], train=False)
     bs = cfg["data"]["eval_batch_size"] or cfg["data"]["batch_size"]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import glob
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .. import tasks
 from . import visualize as V
-from .evaluate import model_from_checkpoint
+from .loading import load_model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 DEPTH_PNG_SCALE = 256.0  # KITTI convention: uint16 = metres * 256 (up to 255.99 m)
@@ -58,6 +60,35 @@ def _normalize(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x.transpose(2, 0, 1).copy())[None]
 
 
+def _save_labels(stem: str, labels: np.ndarray, num_classes: int) -> None:
+    Image.fromarray(labels.astype(np.uint16 if num_classes > 255 else np.uint8)).save(
+        f"{stem}_label.png"
+    )
+
+
+def _save_depth(stem: str, depth: np.ndarray, num_classes: int) -> None:
+    np.save(f"{stem}_depth.npy", depth)
+    png = np.clip(depth * DEPTH_PNG_SCALE + 0.5, 0, 65535).astype(np.uint16)
+    Image.fromarray(png).save(f"{stem}_depth.png")
+
+
+def _save_probability(stem: str, prob: np.ndarray, num_classes: int) -> None:
+    np.save(f"{stem}_prob.npy", prob)
+    Image.fromarray((prob * 255 + 0.5).astype(np.uint8)).save(f"{stem}_prob.png")
+
+
+#: raw output (``TaskSpec.raw_suffix``) -> ``save(stem, prediction, num_classes)``, which writes
+#: ``{stem}_{suffix}`` and its companions: class ids as an 8/16-bit PNG; depth in metres as .npy
+#: plus a KITTI-style uint16 PNG; probability as float32 .npy plus an 8-bit PNG
+RAW_WRITERS: dict[str, Callable[[str, np.ndarray, int], None]] = {
+    "label.png": _save_labels,
+    "depth.npy": _save_depth,
+    "prob.npy": _save_probability,
+}
+#: what ``predictions.json`` adds per raw output, so the files can be read back
+RAW_META: dict[str, dict[str, Any]] = {"depth.npy": {"depth_png_scale": DEPTH_PNG_SCALE}}
+
+
 def predict_files(
     checkpoint: str | Path,
     inputs: Iterable[str],
@@ -65,10 +96,16 @@ def predict_files(
     opacity: float = 0.5,
     size: str | None = None,
 ) -> list[Path]:
-    """Run a checkpoint on images; write a picture and the raw output per image."""
+    """Run a checkpoint on images; write a picture and the raw output per image.
+
+    For every input ``{stem}``: the raw output ``{stem}_{raw_suffix}`` (and companions, see
+    :data:`RAW_WRITERS`), the picture ``{stem}_vis.png`` in the task's style, and one
+    ``predictions.json`` index for the run.
+    """
     files = collect_inputs(inputs)
-    model, cfg, ckpt = model_from_checkpoint(checkpoint)
+    model, cfg, ckpt = load_model(checkpoint)
     task = cfg["model"]["task"]
+    spec = tasks.get_task(task)
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     num_classes = ckpt.get("num_classes") or 1
@@ -82,30 +119,17 @@ def predict_files(
             image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
         with torch.no_grad():
             out = model(_normalize(image))[0].float()
+        # (C, H, W) -> (H, W): class ids, or the single channel of depth / probability
+        pred = tasks.postprocess(out, spec, channel_dim=0).numpy()
+        pred = pred if spec.multiclass else pred[0].astype(np.float32)
         stem = out_dir / path.stem
-        if task == "seg":
-            labels = out.argmax(0).numpy().astype(np.uint16 if num_classes > 255 else np.uint8)
-            Image.fromarray(labels).save(f"{stem}_label.png")
-            vis = V.overlay(image, V.colorize_labels(labels, palette), opacity)
-            raw = f"{stem}_label.png"
-        elif task == "depth":
-            depth = out[0].numpy().astype(np.float32)
-            np.save(f"{stem}_depth.npy", depth)
-            png = np.clip(depth * DEPTH_PNG_SCALE + 0.5, 0, 65535).astype(np.uint16)
-            Image.fromarray(png).save(f"{stem}_depth.png")
-            vis = np.concatenate([image, V.colorize_depth(depth)], axis=1)
-            raw = f"{stem}_depth.npy"
-        else:
-            prob = torch.sigmoid(out[0]).numpy().astype(np.float32)
-            np.save(f"{stem}_prob.npy", prob)
-            Image.fromarray((prob * 255 + 0.5).astype(np.uint8)).save(f"{stem}_prob.png")
-            vis = V.overlay(image, V.heatmap(prob), opacity)
-            raw = f"{stem}_prob.npy"
+        raw = f"{stem}_{spec.raw_suffix}"
+        RAW_WRITERS[spec.raw_suffix](str(stem), pred, num_classes)
+        vis = V.prediction_picture(spec.picture, image, pred, palette, opacity)
         Image.fromarray(vis).save(f"{stem}_vis.png")
         written.append(Path(f"{stem}_vis.png"))
         index.append({"input": str(path), "picture": f"{stem}_vis.png", "raw": raw})
     meta = {"task": task, "checkpoint": str(checkpoint), "items": index}
-    if task == "depth":
-        meta["depth_png_scale"] = DEPTH_PNG_SCALE
+    meta.update(RAW_META.get(spec.raw_suffix, {}))
     (out_dir / "predictions.json").write_text(json.dumps(meta, indent=2))
     return written

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
+import random
 import subprocess
 import sys
 import time
@@ -21,16 +21,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from .. import __version__
 from .._system import reuse_heap_memory
 from ..binarize import clip_latent_weights, set_training_progress
+from ..losses import DistillationLoss
 from . import distributed as dist_utils
 from .builders import (
     build_datasets,
     build_loss_fn,
     build_metric,
     build_model,
+    config_from_yaml,
     headline_metric,
-    postprocess,
 )
 from .checkpoint import (
     FORMAT,
@@ -44,20 +46,12 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import dump_config
+from .evaluate import evaluate_model, resolve_device
+from .loading import load_model
 from .logging import CSVLogger, ProgressBar, TensorBoardLogger, log_line
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but CUDA is not available")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
 def seed_everything(seed: int) -> None:
-    import random
-
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - legacy global RNG some user code still reads
     torch.manual_seed(seed)
@@ -92,8 +86,7 @@ def _git_sha() -> str | None:
 
 
 def run_metadata(cfg: dict[str, Any]) -> dict[str, Any]:
-    from .. import __version__
-
+    """What ``meta.json`` records about a run: versions, platform, git SHA, seed, command."""
     return {
         "bidense": __version__,
         "torch": torch.__version__,
@@ -128,8 +121,6 @@ RESUME_KEYS = (
 
 def check_resume_compatible(cfg: dict[str, Any], ckpt: dict[str, Any], path: Path) -> None:
     """Refuse to resume with settings that change the model or the schedule."""
-    from .builders import config_from_yaml
-
     saved = config_from_yaml(ckpt["config"])
     for keys in RESUME_KEYS:
         a, b = cfg, saved
@@ -190,8 +181,6 @@ class Trainer:
         self.metric_name, self.metric_mode = headline_metric(cfg)
         self.teacher = self._build_teacher()
         if self.teacher is not None:
-            from ..losses import DistillationLoss
-
             self.kd_loss = DistillationLoss(temperature=cfg["train"]["distill"]["temperature"])
 
         data = cfg["data"]
@@ -258,9 +247,7 @@ class Trainer:
         path = self.cfg["train"]["distill"]["teacher"]
         if not path:
             return None
-        from .evaluate import model_from_checkpoint
-
-        teacher, teacher_cfg, _ = model_from_checkpoint(path)
+        teacher, teacher_cfg, _ = load_model(path)
         if teacher_cfg["model"]["task"] != self.task:
             raise CheckpointError(
                 f"{path}: teacher task {teacher_cfg['model']['task']!r} differs from {self.task!r}"
@@ -462,37 +449,6 @@ def _fmt(row: dict[str, Any]) -> str:
     for k, v in row.items():
         parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
     return " | ".join(parts)
-
-
-@torch.no_grad()
-def evaluate_model(
-    model: nn.Module,
-    loader: DataLoader,
-    metric: Any,
-    task: str,
-    device: torch.device,
-    use_amp: bool = False,
-) -> dict[str, Any]:
-    """Run ``model`` over ``loader``, update ``metric`` (all-reduced across ranks) and compute."""
-    was_training = model.training
-    model.eval()
-    metric.reset()
-    for batch in loader:
-        keep = batch.get("has_target")
-        images = batch["image"].to(device)
-        with torch.autocast(device.type, enabled=use_amp):
-            out = model(images)
-        pred = postprocess(out.float(), task)
-        target = batch["target"]
-        if keep is not None and not bool(torch.as_tensor(keep).all()):
-            mask = torch.as_tensor(keep, dtype=torch.bool)
-            if not mask.any():
-                continue
-            pred, target = pred[mask.to(pred.device)], target[mask]
-        metric.update(pred.cpu(), target)
-    metric.all_reduce()
-    model.train(was_training)
-    return metric.compute()
 
 
 def train(

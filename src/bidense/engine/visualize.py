@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from PIL import Image, ImageDraw
 
 from ..data.segmentation import voc_palette
 
@@ -102,6 +105,38 @@ def heatmap(prob: np.ndarray) -> np.ndarray:
     return turbo(np.asarray(prob))
 
 
+def _labels_picture(image: np.ndarray, labels: np.ndarray, palette: np.ndarray,
+                    opacity: float) -> np.ndarray:
+    return overlay(image, colorize_labels(labels, palette), opacity)
+
+
+def _depth_picture(image: np.ndarray, depth: np.ndarray, palette: np.ndarray,
+                   opacity: float) -> np.ndarray:
+    return np.concatenate([image, colorize_depth(depth)], axis=1)
+
+
+def _probability_picture(image: np.ndarray, prob: np.ndarray, palette: np.ndarray,
+                         opacity: float) -> np.ndarray:
+    return overlay(image, heatmap(prob), opacity)
+
+
+#: picture style (``TaskSpec.picture``) -> ``draw(image, prediction, palette, opacity)``: class
+#: ids overlaid in palette colours; input beside its turbo-coloured depth; a probability heat-map
+#: overlaid
+PICTURES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, float], np.ndarray]] = {
+    "labels": _labels_picture,
+    "depth": _depth_picture,
+    "probability": _probability_picture,
+}
+
+
+def prediction_picture(style: str, image: np.ndarray, prediction: np.ndarray,
+                       palette: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8 ``image`` and its postprocessed (H, W) ``prediction`` -> the picture of
+    ``style`` (:data:`PICTURES`)."""
+    return PICTURES[style](image, prediction, palette, opacity)
+
+
 def denormalize(image_chw: np.ndarray, mean=(0.485, 0.456, 0.406),
                 std=(0.229, 0.224, 0.225)) -> np.ndarray:
     """Normalised (3, H, W) float -> (H, W, 3) uint8."""
@@ -123,8 +158,6 @@ def grid(rows: list[list[np.ndarray]], titles: list[str] | None = None, pad: int
             y, x = title_h + pad + i * (h + pad), pad + j * (w + pad)
             canvas[y : y + h, x : x + w] = img[:h, :w]
     if titles:
-        from PIL import Image, ImageDraw
-
         pil = Image.fromarray(canvas)
         draw = ImageDraw.Draw(pil)
         for j, title in enumerate(titles):
