@@ -16,6 +16,8 @@ from bidense import nn as bnn
 from bidense.binarize import get_activation_binarizer, get_weight_binarizer
 from bidense.models import (
     METHODS,
+    MethodSpec,
+    ResNet,
     binarize,
     create_model,
     get_method,
@@ -101,9 +103,10 @@ def test_registry_errors_and_custom_model() -> None:
         register_model("upernet_convnext_atto")(lambda **kw: nn.Identity())
 
     @register_model("_test_toy_model")
-    def toy(task: str, num_classes: int, method: str, max_depth: float) -> nn.Module:
+    def toy(task: str, num_classes: int, method: MethodSpec, max_depth: float) -> nn.Module:
+        assert isinstance(method, MethodSpec)  # create_model resolved the name once
         m = nn.Conv2d(3, num_classes, 1)
-        m.task, m.method, m.num_classes = task, method, num_classes  # type: ignore[assignment]
+        m.task, m.method, m.num_classes = task, method.name, num_classes  # type: ignore[assignment]
         return m
 
     m = create_model("_test_toy_model", num_classes=4, method="bnn")
@@ -309,6 +312,20 @@ def test_resnet_bidense_uses_down_and_cfb() -> None:
     assert model.backbone.stages[0][0][0].shortcut is None
 
 
+def test_one_resnet_encoder_serves_the_ding_models() -> None:
+    model = create_model("ding_resnet_tiny", task="road", method="ding")
+    enc = model.encoder
+    assert type(enc) is ResNet and enc.method == "ding"
+    assert [len(s) for s in enc.stages] == [2, 2, 2, 2]  # one block = two units per stage
+    assert all(isinstance(u, bnn.DingUnit) and u.binary for s in enc.stages for u in s)
+    fp = create_model("ding_resnet_tiny", task="road", method="fp32").encoder
+    assert all(isinstance(u, bnn.DingUnit) and not u.binary for s in fp.stages for u in s)
+    with pytest.raises(ValueError, match="block must be one of"):
+        ResNet(method=get_method("bnn"), block="bottleneck")
+    with pytest.raises(ValueError, match="needs block 'ding'"):
+        ResNet(method=get_method("bnn"), down_shortcut="cfb")
+
+
 # ---------------------------------------------------------------- ViT / DPT ---------------
 
 
@@ -342,7 +359,7 @@ def test_vit_pos_embedding_interpolation_and_resize() -> None:
 
 def test_binary_vit_layers() -> None:
     vit = VisionTransformer(img_size=56, embed_dim=32, depth=2, num_heads=2, n_out=2,
-                            method="bnn")
+                            method=get_method("bnn"))
     blk = vit.blocks[0]
     wb = type(get_weight_binarizer("learned_scale", 4))
     assert isinstance(blk.attn.qkv, bnn.BinaryLinear) and type(blk.attn.qkv.weight_binarizer) is wb
@@ -487,6 +504,24 @@ def test_converter_include_exclude_keep_patterns_and_fp32() -> None:
     assert not rep.converted and all(r == "method fp32" for _, _, r in rep.kept)
     with pytest.raises(ValueError, match="unknown method"):
         binarize(Toy(), "ternary")
+
+
+def test_converter_builds_through_the_spec() -> None:
+    """The converter's layers are the spec's: per-input-channel scales for transposed convs."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 1), nn.ConvTranspose2d(4, 6, 3, 2, 1, 1, groups=2), nn.Conv2d(6, 2, 1)
+    )
+    binarize(model, "reactnet")
+    up = model[1]
+    assert isinstance(up, bnn.BinaryConvTranspose2d) and up.groups == 2
+    assert up.output_padding == (1, 1) and up.padding == (1, 1)
+    ref = get_method("reactnet").conv_transpose(4, 6, 3, 2, 1, 1, groups=2, bias=True)
+    assert type(up.weight_binarizer) is type(ref.weight_binarizer)
+    torch.testing.assert_close(up.weight_binarizer(up.weight), ref.weight_binarizer(up.weight))
+    # mean|W| per index of dim 0 = per input channel of the (C_in, C_out/g, k, k) weight
+    w = up.weight.detach()
+    scale = w.abs().mean(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(up.weight_binarizer(w), scale * torch.sign(w))
 
 
 def test_converter_bidense_binarizers_and_shared_layer() -> None:

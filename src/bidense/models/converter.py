@@ -10,7 +10,7 @@ the same graph with binarized operands.
 Selection, in this order of precedence (a layer is kept full precision with the first reason
 that applies):
 
-1. ``method == "fp32"``: nothing is converted.
+1. a full-precision method (``fp32``): nothing is converted.
 2. ``keep``: ``"first"`` / ``"last"`` keep the first / last candidate layer in registration
    order (``model.named_modules()``); any other entry is an fnmatch pattern on the module name.
 3. ``exclude``: fnmatch patterns; matching layers are kept.
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .methods import MethodSpec, _bnn, get_method
+from .methods import MethodSpec, get_method
 
 _CANDIDATES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
@@ -75,43 +75,33 @@ def _swap(parent_of: dict[str, tuple[nn.Module, str]], name: str, new: nn.Module
 
 
 def _build(layer: nn.Module, spec: MethodSpec) -> nn.Module:
-    bnn = _bnn()
+    """The binary layer of ``spec`` with the shape of ``layer`` (built by the spec, as in the
+    architectures: same binarizers, same per-input-channel scales of transposed convs)."""
     bias = layer.bias is not None  # type: ignore[union-attr]
     if type(layer) is nn.Linear:
-        new: nn.Module = bnn.BinaryLinear(
-            layer.in_features,
-            layer.out_features,
-            bias=bias,
-            act_binarizer=spec.act_binarizer(layer.in_features, linear=True),
-            weight_binarizer=spec.weight_binarizer(layer.out_features, linear=True),
-        )
+        new = spec.linear(layer.in_features, layer.out_features, bias=bias)
     elif type(layer) is nn.Conv2d:
-        new = bnn.BinaryConv2d(
+        new = spec.conv(
             layer.in_channels,
             layer.out_channels,
             layer.kernel_size,
             stride=layer.stride,
             padding=layer.padding,
-            dilation=layer.dilation,
             groups=layer.groups,
             bias=bias,
-            act_binarizer=spec.act_binarizer(layer.in_channels),
-            weight_binarizer=spec.weight_binarizer(layer.out_channels),
+            dilation=layer.dilation,
         )
     else:
-        new = bnn.BinaryConvTranspose2d(
+        new = spec.conv_transpose(
             layer.in_channels,
             layer.out_channels,
             layer.kernel_size,
             stride=layer.stride,
             padding=layer.padding,
             output_padding=layer.output_padding,
-            dilation=layer.dilation,
             groups=layer.groups,
             bias=bias,
-            act_binarizer=spec.act_binarizer(layer.in_channels),
-            # the transposed weight is (C_in, C_out/g, kh, kw): dim 0 is the input channel
-            weight_binarizer=spec.weight_binarizer(layer.in_channels),
+            dilation=layer.dilation,
         )
     ref = layer.weight
     new = new.to(device=ref.device, dtype=ref.dtype)
@@ -132,10 +122,13 @@ def binarize(
 ) -> tuple[nn.Module, ConversionReport]:
     """Swap a float model's Conv2d / ConvTranspose2d / Linear layers for binary ones, in place.
 
+    This is an outermost entry: ``method`` may be a name, resolved here once.
+
     Args:
         model: any ``nn.Module``; modified in place and returned.
-        method: binarization method (its conv / linear binarizers are used; for ``bidense``
-            convs get DAB activations and mean|W| weights, linears RSign and centred weights).
+        method: binarization method name or spec (its conv / linear binarizers are used; for
+            ``bidense`` convs get DAB activations and mean|W| weights, linears RSign and centred
+            weights).
         keep: ``"first"``, ``"last"`` and/or fnmatch name patterns to keep full precision.
         include: fnmatch patterns; if given, only matching layers are converted.
         exclude: fnmatch patterns of layers to keep full precision.

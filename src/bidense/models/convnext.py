@@ -9,8 +9,8 @@ Per-method layouts (bidense-method.md §8, §10; baselines.md "Reference CNN ske
   GELU, LayerScale, block residual). No final norm/head (they are unused by dense decoders).
 * baselines: stem conv4x4/4 + BN (FP); block ``y = x + BN(dw7x7(x))``,
   ``z = BN(pw2(act(BN(pw1(y)))))``, ``out = x + z`` (binary convs); transition binary
-  conv k2s2 + BN without shortcut. BiSRNet uses its own Down module (AvgPool2 -> two BiSR convs
-  with residuals -> concat, Cai et al., NeurIPS 2023).
+  conv k2s2 + BN without shortcut. BiSRNet (``MethodSpec.transition == "bisr"``) uses its own
+  Down module (AvgPool2 -> two BiSR convs with residuals -> concat, Cai et al., NeurIPS 2023).
 * ``bidense``: stem FP; block dw = BiDenseConv2d(k7, groups=d), pw1 = BiDenseConv2d(d->4d),
   LearnableBias -> PReLU, pw2 = BiDenseConv2d(4d->d), no block residual (the CFB inside every
   conv is the shortcut); transition ``BiDenseTransition`` (k2s2 conv + CFB(AvgPool2(x))).
@@ -20,11 +20,15 @@ The forward returns the four stage outputs at strides 4/8/16/32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .methods import MethodSpec, _bnn, get_method
+from bidense import nn as bnn
+
+from .methods import FP32, MethodSpec
 
 CONVNEXT_PRESETS: dict[str, tuple[list[int], list[int]]] = {
     # CPU presets for demos and tests (ecosystem.md §2: sizes a 2-core CPU trains in minutes)
@@ -114,13 +118,31 @@ class BiSRDown(nn.Module):
         return torch.cat([self.branch1(p) + p, self.branch2(p) + p], dim=1)
 
 
+#: Stage transitions by :attr:`MethodSpec.transition`: ``builder(c_in, c_out, spec)``.
+TRANSITIONS: dict[str, Callable[[int, int, MethodSpec], nn.Module]] = {
+    "fp32": lambda cin, cout, spec: nn.Sequential(
+        LayerNorm2d(cin, eps=1e-6), nn.Conv2d(cin, cout, 2, stride=2)
+    ),
+    "unit": lambda cin, cout, spec: spec.unit(cin, cout, 2, stride=2, bypass=False),
+    "bisr": BiSRDown,
+    "bidense": lambda cin, cout, spec: bnn.BiDenseTransition(cin, cout),
+}
+
+#: Blocks by :attr:`MethodSpec.layout`: ``builder(dim, spec, layer_scale_init)``.
+BLOCKS: dict[str, Callable[[int, MethodSpec, float], nn.Module]] = {
+    "fp32": lambda dim, spec, ls_init: ConvNeXtBlockFP(dim, ls_init),
+    "baseline": lambda dim, spec, ls_init: ConvNeXtBlockBaseline(dim, spec),
+    "bidense": lambda dim, spec, ls_init: ConvNeXtBlockBiDense(dim, spec),
+}
+
+
 class ConvNeXt(nn.Module):
     """ConvNeXt feature extractor for any method; returns stage outputs C1..C4.
 
     Args:
         dims: channel widths of the four stages.
         depths: number of blocks per stage.
-        method: binarization method name or spec.
+        method: the method's spec (blocks by ``layout``, transitions by ``transition``).
         in_chans: input channels (3).
         layer_scale_init: fp32 LayerScale init (1e-6, ConvNeXt paper).
     """
@@ -129,47 +151,31 @@ class ConvNeXt(nn.Module):
         self,
         dims: list[int] | tuple[int, ...] = (96, 192, 384, 768),
         depths: list[int] | tuple[int, ...] = (3, 3, 9, 3),
-        method: str | MethodSpec = "fp32",
+        method: MethodSpec = FP32,
         in_chans: int = 3,
         layer_scale_init: float = 1e-6,
     ) -> None:
         super().__init__()
         if len(dims) != 4 or len(depths) != 4:
             raise ValueError("ConvNeXt needs 4 dims and 4 depths")
-        spec = get_method(method)
-        self.method = spec.name
+        self.method = method.name
         self.dims = list(dims)
         self.out_channels = list(dims)
-        fp = not spec.is_binary
+        fp = not method.is_binary
         # Stem is full precision for every method; BN replaces LN in the binary layouts.
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, dims[0], 4, stride=4, bias=True),
             LayerNorm2d(dims[0], eps=1e-6) if fp else nn.BatchNorm2d(dims[0]),
         )
-        self.downsample = nn.ModuleList()
-        for i in range(3):
-            if fp:
-                down: nn.Module = nn.Sequential(
-                    LayerNorm2d(dims[i], eps=1e-6), nn.Conv2d(dims[i], dims[i + 1], 2, stride=2)
-                )
-            elif spec.layout == "bidense":
-                down = _bnn().BiDenseTransition(dims[i], dims[i + 1])
-            elif spec.name == "bisrnet":
-                down = BiSRDown(dims[i], dims[i + 1], spec)
-            else:
-                down = spec.unit(dims[i], dims[i + 1], 2, stride=2, bypass=False)
-            self.downsample.append(down)
-        self.stages = nn.ModuleList()
-        for dim, depth in zip(dims, depths):
-            blocks: list[nn.Module] = []
-            for _ in range(depth):
-                if fp:
-                    blocks.append(ConvNeXtBlockFP(dim, layer_scale_init))
-                elif spec.layout == "bidense":
-                    blocks.append(ConvNeXtBlockBiDense(dim, spec))
-                else:
-                    blocks.append(ConvNeXtBlockBaseline(dim, spec))
-            self.stages.append(nn.Sequential(*blocks))
+        transition = TRANSITIONS[method.transition]
+        self.downsample = nn.ModuleList(
+            transition(dims[i], dims[i + 1], method) for i in range(3)
+        )
+        block = BLOCKS[method.layout]
+        self.stages = nn.ModuleList(
+            nn.Sequential(*(block(dim, method, layer_scale_init) for _ in range(depth)))
+            for dim, depth in zip(dims, depths)
+        )
         if fp:
             self.apply(self._init_fp)
 
@@ -193,7 +199,7 @@ class ConvNeXt(nn.Module):
         return feats
 
 
-def convnext(preset: str, method: str | MethodSpec = "fp32", **kw: object) -> ConvNeXt:
+def convnext(preset: str, method: MethodSpec = FP32, **kw: object) -> ConvNeXt:
     """ConvNeXt by preset name: ``t``, ``atto``, ``femto``, ``pico``, ``nano`` (published), and
     the CPU presets ``micro`` and ``mini``."""
     if preset not in CONVNEXT_PRESETS:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from bidense.binarize import DAB
+from bidense.nn.binary import PAD_MODES, BinaryConv2d
+
 
 def configure_deployment(
     model: nn.Module, dab_scale: str | None = None, pad_mode: str | None = None
 ) -> dict[str, int]:
     """Apply the options in place; returns how many DABs / convs were changed."""
-    from ..binarize import DAB
-    from ..nn.binary import PAD_MODES, BinaryConv2d
-
     if dab_scale not in (None, "channel", "shared"):
         raise ValueError(f"dab_scale must be 'channel' or 'shared', got {dab_scale!r}")
     if pad_mode not in (None, *PAD_MODES):

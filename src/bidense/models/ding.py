@@ -3,13 +3,14 @@ r"""``ding`` models: binary ResNet-18 encoder, binary dual attention at 1/8, mul
 After Ding et al., *The Binary Quantized Neural Network for Dense Prediction via Specially
 Designed Upsampling and Attention*, arXiv 2405.17776 (2024). The paper's base architectures are
 not known to us; the whole layout below is **our design** (``shared/reference/ding2024.md`` D4),
-built from the layers of :mod:`bidense.nn.ding` (D0-D2).
+built from the ding layers of :mod:`bidense.nn` (D0-D2: ``DingUnit``, ``MultiBranchUpsample``,
+``BinaryDualAttention``).
 
-Encoder: FP stem (conv7x7/2 + BN + ReLU + maxpool 3x3/2), four stages of widths 64/128/256/512
-at strides 4/8/16/32 with 2 basic blocks each; a basic block is two binary 3x3
-:class:`~bidense.nn.DingUnit` s, each with its own real-valued shortcut (Bi-Real Net, Liu et al.
-ECCV 2018); the downsampling shortcut is AvgPool2d(2) -> FP 1x1 -> BN (``shortcut="fp"``) or
-AvgPool + CFB (``shortcut="cfb"``).
+Encoder: the ResNet of :mod:`bidense.models.resnet` with ``block="ding"``: FP stem (conv7x7/2 +
+BN + ReLU + maxpool 3x3/2), four stages of widths 64/128/256/512 at strides 4/8/16/32 with 2
+basic blocks each; a basic block is two binary 3x3 :class:`~bidense.nn.DingUnit` s, each with its
+own real-valued shortcut (Bi-Real Net, Liu et al. ECCV 2018); the downsampling shortcut is
+AvgPool2d(2) -> FP 1x1 -> BN (``shortcut="fp"``) or AvgPool + CFB (``shortcut="cfb"``).
 
 Decoder (width :math:`C_d` = 128; :math:`\ell_i` = binary 1x1 unit :math:`C_i \to C_d` with CFB
 shortcut)::
@@ -27,9 +28,10 @@ and ``"transposed"`` are its single-branch ablation baselines). ``attention="bin
 (:class:`~bidense.nn.FullPrecisionDualAttention`, full N x N PAM + CAM in FP32) are followed by
 the same kind of unit, so the three ablation models differ only in the attention.
 
-Methods: ``"ding"`` (binary, D0 binarizers) and ``"fp32"`` (the same topology with every binary
-conv and the attention's matmuls in FP). Tasks ``seg`` (K logits), ``road`` and ``saliency``
-(one logit), ``depth`` (sigmoid x ``max_depth``). Input H and W must be multiples of 32.
+Methods (:attr:`MethodSpec.ding_models`): ``"ding"`` (binary, D0 binarizers) and ``"fp32"``
+(the same topology with every binary conv and the attention's matmuls in FP). Tasks ``seg``
+(K logits), ``road`` and ``saliency`` (one logit), ``depth`` (sigmoid x ``max_depth``). Input H
+and W must be multiples of 32.
 """
 
 from __future__ import annotations
@@ -47,20 +49,21 @@ from bidense.nn import (
     FullPrecisionDualAttention,
     MultiBranchUpsample,
 )
+from bidense.tasks import get_task, head_channels
 
-from .heads import check_task
-from .registry import register_model
+from .methods import METHOD_SPECS, MethodSpec
+from .registry import create_model, register_model
+from .resnet import ResNet
 
 __all__ = [
     "DING_METHODS",
     "DingNet",
-    "DingResNetEncoder",
     "ding_resnet18",
     "ding_resnet_tiny",
 ]
 
-#: Methods the ``ding`` models accept.
-DING_METHODS: tuple[str, ...] = ("ding", "fp32")
+#: Methods the ``ding`` models accept (:attr:`MethodSpec.ding_models`), sorted.
+DING_METHODS: tuple[str, ...] = tuple(sorted(n for n, s in METHOD_SPECS.items() if s.ding_models))
 UPSAMPLE_MODES: dict[str, tuple[str, ...]] = {
     "multibranch": ("nearest", "bilinear", "transposed", "pixelshuffle"),
     "mbu": ("nearest", "bilinear", "transposed", "pixelshuffle"),
@@ -70,65 +73,13 @@ UPSAMPLE_MODES: dict[str, tuple[str, ...]] = {
 ATTENTION_MODES: tuple[str, ...] = ("binary", "none", "fp")
 
 
-class DingResNetEncoder(nn.Module):
-    """Binary ResNet-18-style encoder with Bi-Real blocks of :class:`DingUnit` (D4).
-
-    Args:
-        widths: stage widths (64, 128, 256, 512 for ResNet-18).
-        blocks: basic blocks per stage (2, 2, 2, 2 for ResNet-18).
-        binary: binary units (``ding``) or the same topology in FP (``fp32``).
-        shortcut: downsampling shortcut, ``"fp"`` (AvgPool + FP 1x1 + BN) or ``"cfb"``.
-        in_chans: input channels.
-    """
-
-    def __init__(
-        self,
-        widths: Sequence[int] = (64, 128, 256, 512),
-        blocks: Sequence[int] = (2, 2, 2, 2),
-        binary: bool = True,
-        shortcut: str = "fp",
-        in_chans: int = 3,
-    ) -> None:
-        super().__init__()
-        if len(widths) != 4 or len(blocks) != 4 or min(blocks) < 1 or min(widths) < 1:
-            raise ValueError(f"DingResNetEncoder: need 4 widths and 4 block counts >= 1, got "
-                             f"{tuple(widths)} / {tuple(blocks)}")
-        self.out_channels = [int(w) for w in widths]
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, widths[0], 7, 2, 3, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(),
-            nn.MaxPool2d(3, 2, 1),
-        )
-        stages = []
-        cin = int(widths[0])
-        for i, (n, w) in enumerate(zip(blocks, widths)):
-            units: list[nn.Module] = []
-            for j in range(int(n)):
-                stride = 2 if (i > 0 and j == 0) else 1
-                units.append(DingUnit(cin, int(w), 3, stride, shortcut, binary))  # type: ignore[arg-type]
-                units.append(DingUnit(int(w), int(w), 3, 1, shortcut, binary))  # type: ignore[arg-type]
-                cin = int(w)
-            stages.append(nn.Sequential(*units))
-        self.stages = nn.ModuleList(stages)
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        """Return ``[E1, E2, E3, E4]`` at strides 4, 8, 16, 32."""
-        x = self.stem(x)
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
-
-
 class DingNet(nn.Module):
     """The ``ding`` dense-prediction network (our design D4; see the module docstring).
 
     Args:
         task: ``seg``, ``road``, ``saliency`` or ``depth``.
         num_classes: K for ``seg`` (required), None or 1 otherwise.
-        method: ``"ding"`` (binary) or ``"fp32"`` (same topology in FP).
+        method: the method's spec: ``ding`` (binary) or ``fp32`` (same topology in FP).
         widths, blocks: encoder stage widths and blocks per stage.
         decoder_channels: decoder width :math:`C_d` (128).
         upsample: ``"multibranch"`` (alias ``"mbu"``), ``"bilinear"`` or ``"transposed"``.
@@ -149,7 +100,7 @@ class DingNet(nn.Module):
         self,
         task: str = "seg",
         num_classes: int | None = None,
-        method: str = "ding",
+        method: MethodSpec = METHOD_SPECS["ding"],
         *,
         widths: Sequence[int] = (64, 128, 256, 512),
         blocks: Sequence[int] = (2, 2, 2, 2),
@@ -166,9 +117,12 @@ class DingNet(nn.Module):
         arch: str = "ding_resnet18",
     ) -> None:
         super().__init__()
-        k = check_task(task, num_classes)
-        if method not in DING_METHODS:
-            raise ValueError(f"{arch}: method must be one of {DING_METHODS}, got {method!r}")
+        task_spec = get_task(task)
+        k = head_channels(task_spec, num_classes)
+        if not method.ding_models:
+            raise ValueError(
+                f"{arch}: method must be one of {DING_METHODS}, got {method.name!r}"
+            )
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(
                 f"{arch}: upsample must be one of {tuple(UPSAMPLE_MODES)}, got {upsample!r}"
@@ -177,8 +131,9 @@ class DingNet(nn.Module):
             raise ValueError(
                 f"{arch}: attention must be one of {ATTENTION_MODES}, got {attention!r}"
             )
-        binary = method == "ding"
-        self.task, self.method, self.num_classes, self.arch = task, method, k, arch
+        binary = method.is_binary
+        self.task, self.method, self.num_classes, self.arch = task_spec.name, method.name, k, arch
+        self.depth_output = task_spec.head_output == "depth"
         self.max_depth = float(max_depth)
         self.upsample_mode, self.attention_mode = upsample, attention
         self.final_mbu = bool(final_mbu)
@@ -191,7 +146,9 @@ class DingNet(nn.Module):
         def unit(cin: int, cout: int, ksize: int) -> DingUnit:
             return DingUnit(cin, cout, ksize, 1, binary=binary)
 
-        self.encoder = DingResNetEncoder(widths, blocks, binary, shortcut, in_chans)
+        self.encoder = ResNet(
+            blocks, method, widths, in_chans, block="ding", down_shortcut=shortcut
+        )
         c1, c2, c3, c4 = self.encoder.out_channels
         self.lateral = nn.ModuleList([unit(c, cd, 1) for c in (c1, c2, c3, c4)])
         self.up16, self.up8, self.up4 = up(2), up(2), up(2)
@@ -228,7 +185,7 @@ class DingNet(nn.Module):
         y = self.classifier(self.decode(self.encoder(x)))
         if y.shape[-2:] != (h, w):
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
-        if self.task == "depth":
+        if self.depth_output:
             y = torch.sigmoid(y) * self.max_depth
         return y
 
@@ -244,17 +201,14 @@ def _scaled(widths: Sequence[int], width: float) -> tuple[int, ...]:
 
 
 @register_model("ding_resnet18")
-def ding_resnet18(
-    task: str = "seg",
-    num_classes: int | None = None,
-    method: str = "ding",
-    max_depth: float = 10.0,
+def _ding_resnet18(
+    task: str,
+    num_classes: int,
+    method: MethodSpec,
+    max_depth: float,
     width: float = 1.0,
     **kw: Any,
 ) -> DingNet:
-    """``ding`` ResNet-18 model (D4); ``width`` scales every channel count (encoder 64..512,
-    decoder 128). Options of :class:`DingNet` (``upsample``, ``attention``, ``grid``, ``gate``,
-    ``binary_values``, ``shortcut``, ``final_mbu``) pass through."""
     widths = _scaled((64, 128, 256, 512), width)
     return DingNet(task, num_classes, method, widths=widths, blocks=(2, 2, 2, 2),
                    decoder_channels=_scaled((128,), width)[0], max_depth=max_depth,
@@ -262,15 +216,41 @@ def ding_resnet18(
 
 
 @register_model("ding_resnet_tiny")
-def ding_resnet_tiny(
-    task: str = "seg",
-    num_classes: int | None = None,
-    method: str = "ding",
-    max_depth: float = 10.0,
-    **kw: Any,
+def _ding_resnet_tiny(
+    task: str, num_classes: int, method: MethodSpec, max_depth: float, **kw: Any
 ) -> DingNet:
-    """Small CPU preset of ``ding_resnet18`` for tests and the ablation: widths 16/32/64/128,
-    one basic block per stage, decoder width 32, attention grid 4x4."""
     kw.setdefault("grid", (4, 4))
     return DingNet(task, num_classes, method, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1),
                    decoder_channels=32, max_depth=max_depth, arch="ding_resnet_tiny", **kw)
+
+
+def ding_resnet18(
+    task: str = "seg",
+    num_classes: int | None = None,
+    method: str | MethodSpec = "ding",
+    max_depth: float = 10.0,
+    width: float = 1.0,
+    **kw: Any,
+) -> nn.Module:
+    """``ding`` ResNet-18 model (D4); ``width`` scales every channel count (encoder 64..512,
+    decoder 128). Options of :class:`DingNet` (``upsample``, ``attention``, ``grid``, ``gate``,
+    ``binary_values``, ``shortcut``, ``final_mbu``) pass through.
+
+    ``create_model("ding_resnet18", ...)`` with the ``ding`` method by default."""
+    return create_model("ding_resnet18", task=task, num_classes=num_classes, method=method,
+                        max_depth=max_depth, width=width, **kw)
+
+
+def ding_resnet_tiny(
+    task: str = "seg",
+    num_classes: int | None = None,
+    method: str | MethodSpec = "ding",
+    max_depth: float = 10.0,
+    **kw: Any,
+) -> nn.Module:
+    """Small CPU preset of ``ding_resnet18`` for tests and the ablation: widths 16/32/64/128,
+    one basic block per stage, decoder width 32, attention grid 4x4.
+
+    ``create_model("ding_resnet_tiny", ...)`` with the ``ding`` method by default."""
+    return create_model("ding_resnet_tiny", task=task, num_classes=num_classes, method=method,
+                        max_depth=max_depth, **kw)

@@ -31,7 +31,9 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .methods import MethodSpec, _bnn, get_method
+from bidense import nn as bnn
+
+from .methods import FP32, MethodSpec
 
 
 class ResidualConvUnit(nn.Module):
@@ -85,7 +87,7 @@ class DPTDecoder(nn.Module):
         in_channels: channel width of each of the 4 token maps (ViT embed dim).
         features: fusion width F (256).
         stage_channels: projection widths c_i ([48, 96, 192, 384]).
-        method: binarization method.
+        method: the method's spec.
         out_channels: output_conv1 width (128).
     """
 
@@ -94,12 +96,11 @@ class DPTDecoder(nn.Module):
         in_channels: int,
         features: int = 256,
         stage_channels: Sequence[int] = (48, 96, 192, 384),
-        method: str | MethodSpec = "fp32",
+        method: MethodSpec = FP32,
         out_channels: int = 128,
     ) -> None:
         super().__init__()
-        spec = get_method(method)
-        layout = spec.layout
+        layout = method.layout
         fp = layout == "fp32"
         self.out_channels = out_channels
         cs = [int(c) for c in stage_channels]
@@ -108,7 +109,7 @@ class DPTDecoder(nn.Module):
         if fp:
             self.projects = nn.ModuleList(nn.Conv2d(in_channels, c, 1) for c in cs)
         else:
-            self.projects = nn.ModuleList(spec.unit(in_channels, c, 1) for c in cs)
+            self.projects = nn.ModuleList(method.unit(in_channels, c, 1) for c in cs)
         if fp:
             resize: list[nn.Module] = [
                 nn.ConvTranspose2d(cs[0], cs[0], 4, 4),
@@ -117,7 +118,6 @@ class DPTDecoder(nn.Module):
                 nn.Conv2d(cs[3], cs[3], 3, 2, 1),
             ]
         elif layout == "bidense":
-            bnn = _bnn()
             resize = [
                 bnn.BiDenseUp(cs[0], cs[0], 4),
                 bnn.BiDenseUp(cs[1], cs[1], 2),
@@ -126,10 +126,10 @@ class DPTDecoder(nn.Module):
             ]
         else:
             resize = [
-                nn.Sequential(spec.conv_transpose(cs[0], cs[0], 4, 4), nn.BatchNorm2d(cs[0])),
-                nn.Sequential(spec.conv_transpose(cs[1], cs[1], 2, 2), nn.BatchNorm2d(cs[1])),
+                nn.Sequential(method.conv_transpose(cs[0], cs[0], 4, 4), nn.BatchNorm2d(cs[0])),
+                nn.Sequential(method.conv_transpose(cs[1], cs[1], 2, 2), nn.BatchNorm2d(cs[1])),
                 nn.Identity(),
-                spec.unit(cs[3], cs[3], 3, 2, 1),
+                method.unit(cs[3], cs[3], 3, 2, 1),
             ]
         self.resize = nn.ModuleList(resize)
         if fp:
@@ -137,10 +137,10 @@ class DPTDecoder(nn.Module):
                 nn.Conv2d(c, features, 3, padding=1, bias=False) for c in cs
             )
         else:
-            self.layer_rn = nn.ModuleList(spec.unit(c, features, 3, padding=1) for c in cs)
-        self.refinenet = nn.ModuleList(FusionBlock(features, spec, i < 3) for i in range(4))
+            self.layer_rn = nn.ModuleList(method.unit(c, features, 3, padding=1) for c in cs)
+        self.refinenet = nn.ModuleList(FusionBlock(features, method, i < 3) for i in range(4))
         if layout == "bidense":
-            self.output_conv1: nn.Module = spec.unit(features, out_channels, 3, padding=1)
+            self.output_conv1: nn.Module = method.unit(features, out_channels, 3, padding=1)
         else:
             # FP for fp32 and, as the reference's ViT baselines, for the binary baselines.
             self.output_conv1 = nn.Conv2d(features, out_channels, 3, padding=1)

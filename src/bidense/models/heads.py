@@ -8,7 +8,8 @@ All heads run at full input resolution on the decoder's ``in_channels`` (128) fe
 * ``saliency`` / ``road``: as depth without the sigmoid; one logit map (B, 1, H, W).
 
 A "unit" is the method's conv + BN (:meth:`MethodSpec.unit`); for fp32 it is Conv(no bias) + BN.
-The final 1x1 conv is full precision for every method.
+The final 1x1 conv is full precision for every method. Widths and outputs per task are entries of
+the task table (:mod:`bidense.tasks`: ``head_hidden``, ``head_output``, :func:`head_channels`).
 """
 
 from __future__ import annotations
@@ -16,34 +17,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .methods import MethodSpec, get_method
+from bidense.tasks import get_task, head_channels
 
-TASKS: tuple[str, ...] = ("seg", "depth", "saliency", "road")
-
-
-def check_task(task: str, num_classes: int | None) -> int:
-    """Validate ``task`` and return the number of output channels."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    if task == "seg":
-        if num_classes is None:
-            raise ValueError("task 'seg' needs num_classes (e.g. 151 for ADE20K)")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        return int(num_classes)
-    if num_classes not in (None, 1):
-        raise ValueError(f"task {task!r} predicts one channel; got num_classes={num_classes}")
-    return 1
+from .methods import FP32, MethodSpec
 
 
 class DenseHead(nn.Module):
     """Task head: method unit3x3 -> ReLU -> FP 1x1 (-> sigmoid x max_depth for depth).
 
+    The task's :class:`~bidense.tasks.TaskSpec` gives the hidden width (``head_hidden``; the
+    input width when ``None``) and the output (``head_output == "depth"``: sigmoid x max_depth).
+
     Args:
         in_channels: input feature channels (128 in the reference).
         task: ``seg``, ``depth``, ``saliency`` or ``road``.
         num_classes: K for seg (ignored otherwise).
-        method: binarization method.
+        method: the method's spec.
         max_depth: depth scale (10 for NYU, 80 for KITTI).
     """
 
@@ -52,22 +41,23 @@ class DenseHead(nn.Module):
         in_channels: int,
         task: str = "seg",
         num_classes: int | None = None,
-        method: str | MethodSpec = "fp32",
+        method: MethodSpec = FP32,
         max_depth: float = 10.0,
     ) -> None:
         super().__init__()
-        out = check_task(task, num_classes)
-        spec = get_method(method)
-        self.task = task
+        spec = get_task(task)
+        out = head_channels(spec, num_classes)
+        self.task = spec.name
+        self.depth_output = spec.head_output == "depth"
         self.max_depth = float(max_depth)
-        hidden = in_channels if task == "seg" else 32
-        self.conv = spec.unit(in_channels, hidden, 3, padding=1)
+        hidden = in_channels if spec.head_hidden is None else spec.head_hidden
+        self.conv = method.unit(in_channels, hidden, 3, padding=1)
         self.act = nn.ReLU()
         self.cls = nn.Conv2d(hidden, out, 1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.cls(self.act(self.conv(x)))
-        if self.task == "depth":
+        if self.depth_output:
             y = torch.sigmoid(y) * self.max_depth
         return y
 

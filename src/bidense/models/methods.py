@@ -1,7 +1,8 @@
-"""The method table: a binarization method is a *name* that the architectures look up.
+"""The method table: a binarization method is a *name*, resolved once to its :class:`MethodSpec`.
 
-One architecture file serves every method. Each file asks the :class:`MethodSpec` of the
-requested method for
+One architecture file serves every method. The name is resolved exactly once, at the outermost
+entry (:func:`~bidense.models.create_model`, :func:`~bidense.models.binarize`); below that every
+architecture takes the :class:`MethodSpec` itself and asks it for
 
 * ``unit(c_in, c_out, k, ...)``: a "conv + BN" unit. For ``fp32`` this is ``Conv2d -> BN``; for
   the CNN baselines ``BinaryConv2d -> BN`` with the method's binarizers (the "BN-ConvNeXt/UperNet"
@@ -11,6 +12,9 @@ requested method for
 * ``layout``: ``"fp32"`` (the original full-precision architecture), ``"baseline"`` (block
   residuals, binary k2s2 transition + BN) or ``"bidense"`` (no block residual, CFB in every conv,
   Transition with CFB).
+* ``transition``: the ConvNeXt stage transition (``"fp32"`` LN + conv 2x2/2, ``"unit"`` binary
+  k2s2 unit + BN, ``"bisr"`` the BiSRNet Down, ``"bidense"`` BiDenseTransition).
+* ``ding_models``: whether the ``ding_*`` models accept the method (``ding`` and ``fp32``).
 
 Non-linearities (baselines.md):
 
@@ -38,32 +42,14 @@ this table: every binary method gets the BiViT-style ViT of bidense-method.md §
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
 
 from torch import nn
+from torch.nn.common_types import _size_2_t
 
-METHODS: tuple[str, ...] = (
-    "fp32",
-    "bnn",
-    "xnor",
-    "bireal",
-    "reactnet",
-    "adabin",
-    "bisrnet",
-    "bidense",
-    "ding",
-)
-
-
-def _bnn() -> ModuleType:
-    """Import ``bidense.nn`` lazily so that fp32 models never need the binary layers."""
-    return importlib.import_module("bidense.nn")
-
-
-def _binarize() -> ModuleType:
-    return importlib.import_module("bidense.binarize")
+from bidense import nn as bnn
+from bidense.binarize import get_activation_binarizer, get_weight_binarizer
 
 
 @dataclass(frozen=True)
@@ -71,7 +57,7 @@ class MethodSpec:
     """How one binarization method builds its layers.
 
     Attributes:
-        name: method name (one of :data:`METHODS`).
+        name: method name (one of :data:`METHODS`); models record it as ``model.method``.
         layout: ``"fp32"``, ``"baseline"`` or ``"bidense"`` (see module docstring).
         act: activation binarizer registry name for convolutions (``None`` for fp32).
         weight: weight binarizer registry name for convolutions.
@@ -79,6 +65,9 @@ class MethodSpec:
         linear_weight: weight binarizer name for linear layers.
         block_nonlin: non-linearity inside backbone blocks.
         decoder_nonlin: non-linearity in the decoder.
+        transition: ConvNeXt stage transition (``"fp32"``, ``"unit"``, ``"bisr"``,
+            ``"bidense"``; see module docstring).
+        ding_models: the ``ding_*`` models (``ding.py``) accept this method.
     """
 
     name: str
@@ -89,6 +78,8 @@ class MethodSpec:
     linear_weight: str | None
     block_nonlin: str
     decoder_nonlin: str
+    transition: str = "unit"
+    ding_models: bool = False
 
     @property
     def is_binary(self) -> bool:
@@ -99,25 +90,24 @@ class MethodSpec:
     def act_binarizer(self, channels: int, *, linear: bool = False) -> nn.Module:
         """A fresh activation binarizer for a layer with ``channels`` input channels."""
         name = self.linear_act if linear else self.act
-        return _binarize().get_activation_binarizer(
-            name, channels, channel_dim=-1 if linear else 1
-        )
+        return get_activation_binarizer(name, channels, channel_dim=-1 if linear else 1)
 
-    def weight_binarizer(self, out_channels: int, *, linear: bool = False) -> nn.Module:
-        """A fresh weight binarizer for a layer whose weight has ``out_channels`` rows."""
+    def weight_binarizer(self, rows: int, *, linear: bool = False) -> nn.Module:
+        """A fresh weight binarizer for a layer whose weight has ``rows`` rows (dim 0)."""
         name = self.linear_weight if linear else self.weight
-        return _binarize().get_weight_binarizer(name, out_channels)
+        return get_weight_binarizer(name, rows)
 
     # -- layers -------------------------------------------------------------------------
     def conv(
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int = 0,
+        kernel_size: _size_2_t,
+        stride: _size_2_t = 1,
+        padding: _size_2_t = 0,
         groups: int = 1,
         bias: bool = False,
+        dilation: _size_2_t = 1,
     ) -> nn.Module:
         """A bare convolution of this method (no BN, no bypass).
 
@@ -126,15 +116,15 @@ class MethodSpec:
         """
         if not self.is_binary:
             return nn.Conv2d(
-                in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
+                in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias
             )
-        bnn = _bnn()
         return bnn.BinaryConv2d(
             in_channels,
             out_channels,
             kernel_size,
             stride=stride,
             padding=padding,
+            dilation=dilation,
             groups=groups,
             bias=bias,
             act_binarizer=self.act_binarizer(in_channels),
@@ -142,18 +132,37 @@ class MethodSpec:
         )
 
     def conv_transpose(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool = False
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: _size_2_t,
+        stride: _size_2_t = 1,
+        padding: _size_2_t = 0,
+        output_padding: _size_2_t = 0,
+        groups: int = 1,
+        bias: bool = False,
+        dilation: _size_2_t = 1,
     ) -> nn.Module:
-        """A bare transposed convolution of this method (no BN, no bypass)."""
+        """A bare transposed convolution of this method (no BN, no bypass).
+
+        A transposed conv's weight is ``(C_in, C_out / groups, kh, kw)``: its weight binarizer
+        gets ``C_in`` rows, so the weight scales are **per input channel** (bidense-method.md
+        §1), for the architectures and the converter alike.
+        """
         if not self.is_binary:
-            return nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, bias=bias)
-        bnn = _bnn()
-        # The weight of a transposed conv is (C_in, C_out, k, k): scales are per input channel.
+            return nn.ConvTranspose2d(
+                in_channels, out_channels, kernel_size, stride, padding, output_padding, groups,
+                bias, dilation,
+            )
         return bnn.BinaryConvTranspose2d(
             in_channels,
             out_channels,
             kernel_size,
             stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            groups=groups,
             bias=bias,
             act_binarizer=self.act_binarizer(in_channels),
             weight_binarizer=self.weight_binarizer(in_channels),
@@ -163,7 +172,7 @@ class MethodSpec:
         """A linear layer of this method for (B, N, C) tokens."""
         if not self.is_binary:
             return nn.Linear(in_features, out_features, bias=bias)
-        return _bnn().BinaryLinear(
+        return bnn.BinaryLinear(
             in_features,
             out_features,
             bias=bias,
@@ -188,7 +197,7 @@ class MethodSpec:
         where the resolution changes.
         """
         if self.layout == "bidense":
-            return _bnn().BiDenseConv2d(
+            return bnn.BiDenseConv2d(
                 in_channels,
                 out_channels,
                 kernel_size,
@@ -209,27 +218,33 @@ class MethodSpec:
         return make_nonlinearity(kind, channels)
 
 
+#: Non-linearity kinds: ``kind -> builder(channels)`` (NCHW).
+NONLINEARITIES: dict[str, Callable[[int], nn.Module]] = {
+    "gelu": lambda channels: nn.GELU(),
+    "relu": lambda channels: nn.ReLU(inplace=False),
+    "identity": lambda channels: nn.Identity(),
+    "prelu": lambda channels: nn.PReLU(channels, init=0.25),
+    "bias_prelu": lambda channels: nn.Sequential(
+        bnn.LearnableBias(channels), nn.PReLU(channels, init=0.25)
+    ),
+    "rprelu": bnn.RPReLU,
+    "maxout": bnn.Maxout,
+}
+
+
 def make_nonlinearity(kind: str, channels: int) -> nn.Module:
-    """Build a non-linearity by kind name for ``channels`` channels (NCHW)."""
-    if kind == "gelu":
-        return nn.GELU()
-    if kind == "relu":
-        return nn.ReLU(inplace=False)
-    if kind == "identity":
-        return nn.Identity()
-    if kind == "prelu":
-        return nn.PReLU(channels, init=0.25)
-    if kind == "bias_prelu":
-        return nn.Sequential(_bnn().LearnableBias(channels), nn.PReLU(channels, init=0.25))
-    if kind == "rprelu":
-        return _bnn().RPReLU(channels)
-    if kind == "maxout":
-        return _bnn().Maxout(channels)
-    raise ValueError(f"unknown non-linearity kind {kind!r}")
+    """Build a non-linearity by kind name (:data:`NONLINEARITIES`) for ``channels`` channels."""
+    if kind not in NONLINEARITIES:
+        raise ValueError(f"unknown non-linearity kind {kind!r}")
+    return NONLINEARITIES[kind](channels)
 
 
-_TABLE: dict[str, MethodSpec] = {
-    "fp32": MethodSpec("fp32", "fp32", None, None, None, None, "gelu", "relu"),
+#: Every method by name.
+METHOD_SPECS: dict[str, MethodSpec] = {
+    "fp32": MethodSpec(
+        "fp32", "fp32", None, None, None, None, "gelu", "relu", transition="fp32",
+        ding_models=True,
+    ),
     "bnn": MethodSpec("bnn", "baseline", "sign", "sign", "sign", "sign", "gelu", "relu"),
     "xnor": MethodSpec(
         "xnor", "baseline", "xnor", "magnitude_aware", "xnor", "magnitude_aware", "gelu", "relu"
@@ -259,6 +274,7 @@ _TABLE: dict[str, MethodSpec] = {
         "mean_abs",
         "bias_prelu",
         "bias_prelu",
+        transition="bisr",
     ),
     "bidense": MethodSpec(
         "bidense",
@@ -269,20 +285,30 @@ _TABLE: dict[str, MethodSpec] = {
         "centered_mean_abs",
         "bias_prelu",
         "bias_prelu",
+        transition="bidense",
     ),
     # Ding et al. 2024 "learned scaling" binarizers (ding2024.md D0); the ding_* models use their
-    # own blocks, other architectures get the baseline layout with these binarizers.
+    # own units, other architectures get the baseline layout with these binarizers.
     "ding": MethodSpec(
-        "ding", "baseline", "rsign", "learned_scale", "rsign", "learned_scale", "rprelu", "rprelu"
+        "ding", "baseline", "rsign", "learned_scale", "rsign", "learned_scale", "rprelu", "rprelu",
+        ding_models=True,
     ),
 }
 
+METHODS: tuple[str, ...] = tuple(METHOD_SPECS)
+
+#: The full-precision method: the default of every architecture.
+FP32: MethodSpec = METHOD_SPECS["fp32"]
+
 
 def get_method(method: str | MethodSpec) -> MethodSpec:
-    """Look up a method by name (a :class:`MethodSpec` is returned unchanged)."""
+    """Resolve a method name to its :class:`MethodSpec` (a spec is returned unchanged).
+
+    Only the outermost entries call this (:func:`~bidense.models.create_model`,
+    :func:`~bidense.models.binarize`); the architectures receive the spec.
+    """
     if isinstance(method, MethodSpec):
         return method
-    if not isinstance(method, str) or method.lower() not in _TABLE:
+    if not isinstance(method, str) or method.lower() not in METHOD_SPECS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return _TABLE[method.lower()]
-
+    return METHOD_SPECS[method.lower()]

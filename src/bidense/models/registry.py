@@ -1,4 +1,9 @@
-"""Model registry: ``create_model(name, task=..., num_classes=..., method=...)``."""
+"""Model registry: ``create_model(name, task=..., num_classes=..., method=...)``.
+
+:func:`create_model` is the one place where a method name is resolved to its
+:class:`~bidense.models.methods.MethodSpec` and the task's output channels are checked; the
+registered factories and every architecture below them receive the spec.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from .heads import check_task
-from .methods import get_method
+from bidense.tasks import head_channels
+
+from .deploy_options import configure_deployment
+from .methods import MethodSpec, get_method
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
@@ -18,8 +25,10 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 def register_model(name: str | None = None) -> Callable[[F], F]:
     """Decorator registering a model factory under ``name`` (default: the function name).
 
-    The factory is called as ``factory(task=..., num_classes=..., method=..., max_depth=...,
-    **kw)`` and must return a module with attributes ``task``, ``method`` and ``num_classes``.
+    The factory is called by :func:`create_model` as ``factory(task=..., num_classes=...,
+    method=..., max_depth=..., **kw)`` with the resolved :class:`MethodSpec` as ``method`` and
+    the checked output channels as ``num_classes``; it must return a module with attributes
+    ``task``, ``method`` (the method *name*, ``spec.name``) and ``num_classes``.
     """
 
     def deco(fn: F) -> F:
@@ -41,7 +50,7 @@ def create_model(
     name: str,
     task: str = "seg",
     num_classes: int | None = None,
-    method: str = "fp32",
+    method: str | MethodSpec = "fp32",
     max_depth: float = 10.0,
     **kw: Any,
 ) -> nn.Module:
@@ -52,7 +61,8 @@ def create_model(
         task: ``seg`` (logits (B, K, H, W)), ``depth`` (metres (B, 1, H, W)), ``saliency`` or
             ``road`` (logits (B, 1, H, W)).
         num_classes: K for ``seg`` (required); must be None or 1 otherwise.
-        method: one of ``fp32, bnn, xnor, bireal, reactnet, adabin, bisrnet, bidense, ding``.
+        method: one of ``fp32, bnn, xnor, bireal, reactnet, adabin, bisrnet, bidense, ding``
+            (or its :class:`MethodSpec`); resolved here, once.
         max_depth: depth scale of the depth head (sigmoid x max_depth).
         **kw: architecture-specific options, plus the deployment options ``dab_scale``
             ("channel" | "shared") and ``pad_mode`` ("zero" | "one") of
@@ -61,11 +71,9 @@ def create_model(
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     spec = get_method(method)
-    k = check_task(task, num_classes)
+    k = head_channels(task, num_classes)
     dab_scale, pad_mode = kw.pop("dab_scale", None), kw.pop("pad_mode", None)
-    model = _MODELS[name](task=task, num_classes=k, method=spec.name, max_depth=max_depth, **kw)
+    model = _MODELS[name](task=task, num_classes=k, method=spec, max_depth=max_depth, **kw)
     if dab_scale is not None or pad_mode is not None:
-        from .deploy_options import configure_deployment
-
         configure_deployment(model, dab_scale=dab_scale, pad_mode=pad_mode)
     return model

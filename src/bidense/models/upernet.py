@@ -33,7 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .methods import MethodSpec, _bnn, get_method
+from bidense import nn as bnn
+
+from .methods import FP32, MethodSpec
 
 
 def _up(x: Tensor, size: Sequence[int]) -> Tensor:
@@ -59,7 +61,7 @@ class UperNetDecoder(nn.Module):
     Args:
         in_channels: channels of C1..C4.
         channels: FPN width F (default C1, as the reference: 96 for ConvNeXt-T).
-        method: binarization method.
+        method: the method's spec.
         psp_channels: PSP branch width (default C4 // 4).
         bins: PSP pooling bins.
         out_channels: out_conv1 width (128).
@@ -70,7 +72,7 @@ class UperNetDecoder(nn.Module):
         self,
         in_channels: Sequence[int],
         channels: int | None = None,
-        method: str | MethodSpec = "fp32",
+        method: MethodSpec = FP32,
         psp_channels: int | None = None,
         bins: Sequence[int] = (1, 2, 4, 6),
         out_channels: int = 128,
@@ -79,48 +81,46 @@ class UperNetDecoder(nn.Module):
         super().__init__()
         if len(in_channels) != 4:
             raise ValueError(f"UperNet needs 4 feature levels, got {len(in_channels)}")
-        spec = get_method(method)
-        self.layout = spec.layout
+        self.layout = method.layout
         c1, c2, c3, c4 = (int(c) for c in in_channels)
         fpn = int(channels) if channels is not None else c1
         psp = int(psp_channels) if psp_channels is not None else c4 // 4
-        fp = self.layout == "fp32"
+        fp = not method.is_binary
         self.out_channels = out_channels
 
-        self.psp_branches = nn.ModuleList(PSPBranch(c4, psp, b, spec) for b in bins)
+        self.psp_branches = nn.ModuleList(PSPBranch(c4, psp, b, method) for b in bins)
         cat = c4 + psp * len(bins)
         self.psp_bottleneck = nn.Sequential(
-            spec.unit(cat, c4, 3, padding=1),
-            spec.nonlinearity(c4, "decoder"),
+            method.unit(cat, c4, 3, padding=1),
+            method.nonlinearity(c4, "decoder"),
             nn.Dropout2d(dropout),
         )
 
         def lateral(cin: int) -> nn.Module:
             if fp:
                 return nn.Conv2d(cin, fpn, 1, bias=True)
-            return spec.unit(cin, fpn, 1)
+            return method.unit(cin, fpn, 1)
 
         self.lateral1 = lateral(c1) if c1 != fpn else nn.Identity()
         self.laterals = nn.ModuleList(lateral(c) for c in (c2, c3, c4))
         if fp:
             smooth: nn.Module = nn.Conv2d(fpn, fpn, 3, padding=1, bias=True)
         else:
-            smooth = spec.unit(fpn, fpn, 3, padding=1)
+            smooth = method.unit(fpn, fpn, 3, padding=1)
         # The same module three times: shared weights, three state_dict entries (see module doc).
         self.smooth = nn.ModuleList([smooth, smooth, smooth])
 
         if self.layout == "bidense":
-            bnn = _bnn()
             fuse_act: nn.Module = nn.Sequential(
                 bnn.LearnableBias(fpn), nn.PReLU(fpn, init=0.25), bnn.LearnableBias(fpn)
             )
         else:
-            fuse_act = spec.nonlinearity(fpn, "decoder")
-        self.fuse = nn.Sequential(spec.unit(4 * fpn, fpn, 3, padding=1), fuse_act)
+            fuse_act = method.nonlinearity(fpn, "decoder")
+        self.fuse = nn.Sequential(method.unit(4 * fpn, fpn, 3, padding=1), fuse_act)
         if fp:
             self.out_conv1: nn.Module = nn.Conv2d(fpn, out_channels, 3, padding=1, bias=True)
         else:
-            self.out_conv1 = spec.unit(fpn, out_channels, 3, padding=1)
+            self.out_conv1 = method.unit(fpn, out_channels, 3, padding=1)
 
     def _smooth(self, i: int, x: Tensor) -> Tensor:
         if self.layout == "baseline":

@@ -33,7 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .methods import MethodSpec, _binarize, _bnn, get_method
+from bidense.binarize import get_activation_binarizer
+from bidense.nn import BinaryLinear
+
+from .methods import FP32, MethodSpec
 
 SAB_FRACTION = 0.25
 
@@ -61,9 +64,7 @@ class LayerScale(nn.Module):
 
 
 def _binary_linear(cin: int, cout: int, weight: str) -> nn.Module:
-    layer = _bnn().BinaryLinear(
-        cin, cout, bias=True, act_binarizer="sign", weight_binarizer=weight
-    )
+    layer = BinaryLinear(cin, cout, bias=True, act_binarizer="sign", weight_binarizer=weight)
     nn.init.uniform_(layer.weight, -0.015, 0.015)
     return layer
 
@@ -83,7 +84,7 @@ class Attention(nn.Module):
         if binary:
             self.qkv = _binary_linear(dim, 3 * dim, "learned_scale")
             self.proj = _binary_linear(dim, dim, "learned_scale")
-            self.qkv_binarizer = _binarize().get_activation_binarizer("sign", channel_dim=-1)
+            self.qkv_binarizer = get_activation_binarizer("sign", channel_dim=-1)
         else:
             self.qkv = nn.Linear(dim, 3 * dim)
             self.proj = nn.Linear(dim, dim)
@@ -159,7 +160,8 @@ class VisionTransformer(nn.Module):
         img_size: size the position embedding is stored for (518 -> 37 x 37 for p = 14).
         patch_size: patch side p.
         embed_dim, depth, num_heads, mlp_ratio: transformer shape (ViT-S: 384, 12, 6, 4).
-        method: ``fp32`` or any binary method (BiViT-style binarization, module docstring).
+        method: the method's spec: fp32, or any binary method (BiViT-style binarization,
+            module docstring).
         ls_init: LayerScale init (1.0 as the reference).
         n_out: number of final blocks returned (4).
     """
@@ -172,16 +174,15 @@ class VisionTransformer(nn.Module):
         depth: int = 12,
         num_heads: int = 6,
         mlp_ratio: float = 4.0,
-        method: str | MethodSpec = "fp32",
+        method: MethodSpec = FP32,
         in_chans: int = 3,
         ls_init: float = 1.0,
         n_out: int = 4,
     ) -> None:
         super().__init__()
-        spec = get_method(method)
         if n_out > depth:
             raise ValueError(f"n_out={n_out} exceeds depth={depth}")
-        self.method = spec.name
+        self.method = method.name
         self.patch_size = patch_size
         self.n_out = n_out
         self.embed_dim = embed_dim
@@ -193,10 +194,10 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, spec.is_binary, ls_init) for _ in range(depth)
+            Block(embed_dim, num_heads, mlp_ratio, method.is_binary, ls_init) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        if not spec.is_binary:
+        if not method.is_binary:
             for m in self.blocks.modules():
                 if isinstance(m, nn.Linear):
                     nn.init.trunc_normal_(m.weight, std=0.02)

