@@ -37,8 +37,10 @@ ALLOWED: dict[str, set[str]] = {
                "_atomic", "_system"},
     "benchmark": {"export", "runtime", "models", "nn", "binarize", "profile", "data", "metrics",
                   "tasks", "_atomic", "_system", "engine"},
-    "cli": {"engine", "export", "runtime", "benchmark", "models", "nn", "binarize", "profile",
-            "data", "metrics", "losses", "tasks", "_atomic", "_system"},
+    "serve": {"engine", "export", "runtime", "models", "nn", "binarize", "data", "metrics",
+              "tasks", "_atomic", "_system"},
+    "cli": {"engine", "export", "runtime", "benchmark", "serve", "models", "nn", "binarize",
+            "profile", "data", "metrics", "losses", "tasks", "_atomic", "_system"},
 }
 #: third-party modules the runtime may import besides the standard library
 RUNTIME_THIRD_PARTY = {"numpy"}
