@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from bidense.benchmark.layers import run_layer_benchmark
+from bidense.benchmark import run_layer_benchmark
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from bidense.benchmark.models import run_benchmark_cli
+from bidense.benchmark import run_benchmark_cli
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Tests of the .bdn format and the exporter (bidense.runtime.format / export / graph)."""
+"""Tests of the .bdn format and the exporter (bidense.runtime.format, bidense.export)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from bidense.export.bdn import ExportInfo, UnsupportedModelError, export
+from bidense.export import ExportInfo, UnsupportedModelError, export
 from bidense.nn import BinaryConv2d
 from bidense.runtime import format as bdn
 from bidense.runtime.runner import Runtime

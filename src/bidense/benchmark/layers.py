@@ -1,21 +1,22 @@
 """Single-layer benchmark: packed binary conv versus PyTorch fp32 ``F.conv2d``, side by side.
 
-Used by ``benchmarks/bench_binary_conv.py`` and meant for the ``bidense benchmark`` CLI. torch is
-imported only inside :func:`run_layer_benchmark` (and is optional: without it the fp32 column is
-empty), so importing :mod:`bidense.runtime` never imports torch.
+Behind ``bidense benchmark --what layers`` and ``benchmarks/bench_binary_conv.py``. torch is
+optional here (imported inside :func:`run_layer_benchmark`; without it the fp32 column is
+empty), so the layer benchmark runs where only the torch-free runtime is installed.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bidense._atomic import atomic_open
+from bidense.benchmark.common import write_json
 from bidense.runtime import kernels as K
+
+__all__ = ["LAYER_SHAPES", "format_table", "run_layer_benchmark"]
 
 #: (name, C_in, C_out, H = W, kernel, stride) -- the layer shapes of issue 6 / engines.md 3.
 LAYER_SHAPES: tuple[tuple[str, int, int, int, int, int], ...] = (
@@ -36,11 +37,6 @@ def _time(fn: Callable[[], object], repeats: int, min_time: float) -> dict[str, 
         ts.append(time.perf_counter() - t0)
     a = np.array(ts) * 1e3
     return {"min_ms": float(a.min()), "median_ms": float(np.median(a)), "runs": len(ts)}
-
-
-def _write_json(path: str, obj: dict) -> None:
-    with atomic_open(path, "w") as f:
-        json.dump(obj, f, indent=2)
 
 
 def run_layer_benchmark(
@@ -119,7 +115,7 @@ def run_layer_benchmark(
     if verbose:
         print(format_table(out))
     if json_path:
-        _write_json(json_path, out)
+        write_json(json_path, out)
     return out
 
 

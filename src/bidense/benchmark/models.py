@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bidense._atomic import atomic_open
+from bidense.benchmark.common import write_json
 
-__all__ = ["MODEL_CASES", "run_model_benchmark", "run_benchmark_cli", "amdahl_bound"]
+__all__ = ["LAYER_SPEEDUP", "MODEL_CASES", "amdahl_bound", "run_model_benchmark"]
 
 #: (model, method, input size): a baseline, BiDense with the deployment-friendly DAB
 #: (``"bidense:shared"``: every DAB's ``scale = "shared"``, one alpha per sample) and BiDense
@@ -66,7 +66,7 @@ engine, path, name, method, size, threads, repeats, min_time = sys.argv[1:9]
 size, threads, repeats, min_time = int(size), int(threads), int(repeats), float(min_time)
 x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
 if engine == "runtime":
-    from bidense.runtime.runner import Runtime
+    from bidense.runtime import Runtime
     rt = Runtime(path, threads=threads)
     run = lambda: rt(x)
 else:
@@ -129,7 +129,7 @@ def run_model_benchmark(
     """Benchmark whole models (see the module docstring); returns (and optionally writes) JSON."""
     import torch
 
-    from bidense.export.bdn import export, max_relative_error
+    from bidense.export import export, max_relative_error
     from bidense.models import create_model
     from bidense.profile import summarize
     from bidense.runtime import Runtime, kernels
@@ -190,7 +190,7 @@ def run_model_benchmark(
             if verbose:
                 print(_format_model(rec), flush=True)
     if json_path:
-        _write_json(json_path, results)
+        write_json(json_path, results)
     return results
 
 
@@ -236,50 +236,3 @@ def _format_model(rec: dict[str, Any]) -> str:
             f"{k} {v / 1024:.0f}" for k, v in peaks.items()))
     lines.append(f"  binary paths: {', '.join(rec.get('paths', []))}")
     return "\n".join(lines)
-
-
-def _write_json(path: str, data: dict[str, Any]) -> None:
-    with atomic_open(path, "w") as f:
-        json.dump(data, f, indent=2)
-
-
-def run_benchmark_cli(args: Any) -> dict[str, Any]:
-    """``bidense benchmark``: ``args.what`` in layers|models|all, ``args.threads`` "1,2",
-    ``args.repeats``, ``args.json`` (output path or None)."""
-    from .layers import run_layer_benchmark
-
-    threads = [int(t) for t in str(getattr(args, "threads", "1,2")).split(",") if t.strip()]
-    what = getattr(args, "what", "layers")
-    repeats = int(getattr(args, "repeats", 20))
-    if what not in ("layers", "models", "all"):
-        raise ValueError(f"benchmark: what must be layers|models|all, got {what!r}")
-    out: dict[str, Any] = {}
-    speedup = LAYER_SPEEDUP
-    if what in ("layers", "all"):
-        out["layers"] = run_layer_benchmark(threads, repeats, None)
-        speedup = _layer_speedup(out["layers"]) or speedup
-    if what in ("models", "all"):
-        out["models"] = run_model_benchmark(threads, repeats, None, layer_speedup=speedup)
-    if getattr(args, "json", None):
-        _write_json(args.json, out)
-    return out
-
-
-def _layer_speedup(layers: Any) -> float | None:
-    """Best single-thread binary/fp32 ratio found in a layer-benchmark result, if any."""
-    best = None
-
-    def walk(o: Any) -> None:
-        nonlocal best
-        if isinstance(o, dict):
-            for k, v in o.items():
-                if "ratio" in k and isinstance(v, int | float):
-                    best = v if best is None else max(best, v)
-                else:
-                    walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
-
-    walk(layers)
-    return best

@@ -1,74 +1,33 @@
-"""Graph capture for the packed exporter (imports torch; used only by :mod:`.export`).
+"""Graph capture for the packed exporter (used by :func:`bidense.export.export`).
 
 Why not ``torch.fx``: the zoo models call ``tuple(x.shape[-2:])``, check ``x.dim()`` and resize the
 ViT input conditionally, which symbolic tracing cannot follow. Instead the model runs once on the
 example input under a :class:`torch.overrides.TorchFunctionMode` that records every torch call
-whose inputs depend on the graph input, while the bidense layers and the standard layers
-(:data:`LEAF_TYPES`) are recorded as single *module* nodes (their internals are not traced).
-Anything that does not depend on the input (parameters, the interpolated ViT position
-embedding, expanded class tokens) is constant-folded. The graph is therefore specialised to the
-example input's shape, which the runtime checks.
+whose inputs depend on the graph input, while every module an entry of the lowering table
+matches (:data:`bidense.export.lower.MODULE_LOWERINGS`) is recorded as a single *module* node
+(its internals are not traced). Anything that does not depend on the input (parameters, the
+interpolated ViT position embedding, expanded class tokens) is constant-folded. The graph is
+therefore specialised to the example input's shape, which the runtime checks.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["CapturedGraph", "capture", "leaf_kind"]
+from bidense.export.lower import AUTOGRAD_FUNCTIONS, LEAF_FUNCTIONS, leaf_kind
+
+__all__ = ["CapturedGraph", "capture"]
 
 # functions that only read metadata; they are never graph nodes
 _META = {"__get__", "dim", "size", "numel", "__len__", "is_floating_point", "is_contiguous",
          "get_device", "__format__", "__repr__", "element_size", "ndimension"}
-# autograd.Function classes of bidense with known forward semantics -> runtime op
-_KNOWN_FUNCTIONS = {"_AddBypass": "cfb_add"}  # (y, x, cdim, grouping): y + CFB(x)
 _DATA_DEPENDENT = {"item", "__bool__", "tolist", "__int__", "__float__", "__index__", "numpy"}
-
-
-def leaf_kind(m: nn.Module) -> str | None:
-    """The runtime op kind for a module recorded as one node, or ``None`` to trace into it."""
-    from bidense.binarize import ActivationBinarizer
-    from bidense.nn import (
-        BinaryConv2d,
-        BinaryConvTranspose2d,
-        BinaryLinear,
-        LearnableBias,
-        Maxout,
-        RPReLU,
-    )
-
-    if isinstance(m, BinaryConv2d):
-        return "bconv"
-    if isinstance(m, BinaryConvTranspose2d):
-        return "bconvT"
-    if isinstance(m, BinaryLinear):
-        return "blinear"
-    if isinstance(m, ActivationBinarizer):
-        return "act"
-    if isinstance(m, nn.Conv2d):
-        return "conv"
-    if isinstance(m, nn.ConvTranspose2d):
-        return "convT"
-    if isinstance(m, nn.Linear):
-        return "linear"
-    if isinstance(m, nn.BatchNorm2d):
-        return "bn"
-    if isinstance(m, nn.LayerNorm):
-        return "ln2d" if type(m).__name__ == "LayerNorm2d" else "ln"
-    simple = {
-        nn.GELU: "gelu", nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.PReLU: "prelu",
-        nn.MaxPool2d: "maxpool", nn.AvgPool2d: "avgpool", nn.AdaptiveAvgPool2d: "adapool",
-        nn.Dropout: "identity", nn.Dropout2d: "identity", nn.Identity: "identity",
-        LearnableBias: "lbias", RPReLU: "rprelu", Maxout: "maxout",
-    }
-    for cls, kind in simple.items():
-        if type(m) is cls or isinstance(m, cls):
-            return kind
-    return None
 
 
 class CapturedGraph:
@@ -181,7 +140,7 @@ class _Recorder(TorchFunctionMode):
         if name == "apply":
             # custom autograd Functions are opaque; known ones map to runtime ops
             cls = getattr(getattr(func, "__self__", None), "__name__", "?")
-            op = _KNOWN_FUNCTIONS.get(cls)
+            op = AUTOGRAD_FUNCTIONS.get(cls)
             if op is None:
                 return self.record(f"autograd.Function {cls}", args, kwargs, out, kind="fn")
             return self.record(op, args, kwargs, out, kind="fn")
@@ -199,18 +158,14 @@ class _Recorder(TorchFunctionMode):
         return self.record(name, args, kwargs, out, kind="fn")
 
 
-# public bidense functions recorded as single nodes (their internals update views in place)
-_LEAF_FUNCTIONS = {"channel_adaptive_bypass": "cfb", "add_channel_adaptive_bypass": "cfb_add_fn"}
-
-
 def _patch_leaf_functions(rec: _Recorder) -> list[tuple[Any, str, Any]]:
-    import sys
-
+    """Wrap every :data:`LEAF_FUNCTIONS` function bound in a loaded ``bidense.nn`` /
+    ``bidense.models`` module so that a call is recorded as one node; returns what to undo."""
     undo = []
     for modname, mod in list(sys.modules.items()):
         if mod is None or not modname.startswith(("bidense.nn", "bidense.models")):
             continue
-        for fname, op in _LEAF_FUNCTIONS.items():
+        for fname, op in LEAF_FUNCTIONS.items():
             orig = getattr(mod, fname, None)
             if orig is None or not callable(orig):
                 continue
