@@ -1,5 +1,6 @@
 /*
- * bidense.deploy._bkernels -- XNOR/XOR-popcount binary convolution kernels.
+ * bidense.runtime._bkernels -- XNOR/XOR-popcount binary convolution kernels and the float32
+ * helpers of the graph runtime.
  *
  * Plain CPython C API over the buffer protocol: no numpy headers, no torch.
  * Conventions (see docs/runtime.md and shared/reference/engines.md section 5):
@@ -12,9 +13,23 @@
  * (AVX-512 VPOPCNTDQ, AVX2 nibble LUT with byte accumulators, scalar POPCNT, portable C).
  * Zero padding (PyTorch semantics) is restored exactly by a per-output-channel border
  * correction: the one-padded count includes the -1 weights of padded taps, which we subtract.
+ *
+ * Calling convention (bidense.runtime.kernels is the one caller):
+ *   - every entry point with more than one argument takes keyword arguments only: the fields
+ *     of the `*_args` struct next to it, listed once in its `*_kw` table (conv2d and
+ *     depthwise2d share conv_args and conv_parse); operands that may be None (epilogue terms,
+ *     tau, dev, fp_gemm's scale/bias) default to None, everything else is required. A
+ *     positional, missing or misnamed argument raises TypeError, so adding a keyword cannot
+ *     shift the others;
+ *   - every array operand goes through get_buf: a C-contiguous buffer of the element type the
+ *     entry point states (uint64, int64, float32, float64) holding exactly the element count its
+ *     sizes imply, writable for outputs; anything else raises ValueError naming the argument.
+ *     The views of one call are collected in a views_t and released at its one cleanup label.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,12 +230,17 @@ static int path_supported(int path) {
 /* ------------------------------------------------------------------------------------------ */
 /* Dense conv driver.                                                                          */
 
+/* One conv2d / depthwise2d call: the parsed keywords (conv_parse), derived sizes, the operands'
+ * data and the dense driver's work arrays. A depthwise call has O == C and reads x and w as
+ * given. */
 typedef struct {
     int N, H, W, C, CW, O, KH, KW, sh, sw, ph, pw, dh, dw, zero_pad;
     int Ho, Wo, Hp, Wp, NP, K;
-    const uint64_t *in;     /* padded input (N, Hp, Wp, CW) */
-    const uint64_t *panels; /* (NP, K, 8) */
-    const int32_t *negw;    /* (O, KH*KW): number of -1 weights per tap (true channels) */
+    const uint64_t *x;      /* input as given (N, H, W, CW) */
+    const uint64_t *w;      /* weights as given: dense (O, KH, KW, CW), depthwise (KH, KW, CW) */
+    const uint64_t *in;     /* input the kernels read: dense (N, Hp, Wp, CW), depthwise = x */
+    const uint64_t *panels; /* dense: (NP, K, 8) */
+    const int32_t *negw;    /* dense: (O, KH*KW), number of -1 weights per tap (true channels) */
     const float *scale;     /* (O,) or (N, O) */
     int scale_per_n;
     const float *bias;      /* (O,) */
@@ -228,7 +248,7 @@ typedef struct {
     const float *pre, *slope, *post; /* (O,) or NULL: y = PReLU(y + pre; slope) + post */
     float *out;             /* (N, Ho, Wo, O) */
     segs_t sg;
-    int path;
+    int path, threads;
 } conv_t;
 
 /* Fused epilogue for one output pixel, channels [o0, o1), from (already corrected) counts:
@@ -360,16 +380,7 @@ static int popc_any(uint64_t x) { return popc_swar(x); }
 /* ------------------------------------------------------------------------------------------ */
 /* Depthwise conv (groups = C): per-channel counts with bit-sliced counters over the taps.     */
 
-typedef struct {
-    int N, H, W, C, CW, KH, KW, sh, sw, ph, pw, dh, dw, zero_pad, Ho, Wo;
-    const uint64_t *in, *w; /* in (N,H,W,CW); w (KH,KW,CW) */
-    const float *scale;
-    int scale_per_n;
-    const float *bias, *bypass, *pre, *slope, *post;
-    float *out;
-} dw_t;
-
-static void dw_row(const dw_t *d, int n, int oy) {
+static void dw_row(const conv_t *d, int n, int oy) {
     uint64_t planes[16];
     for (int ox = 0; ox < d->Wo; ox++) {
         long pix = ((long)n * d->Ho + oy) * d->Wo + ox;
@@ -413,7 +424,8 @@ static void dw_row(const dw_t *d, int n, int oy) {
                 long cnt = 0;
                 for (int b = 0; b < nb; b++) cnt |= (long)((planes[b] >> j) & 1u) << b;
                 int o = cw * 64 + j;
-                float y = (float)(K - 2 * cnt) * d->scale[(d->scale_per_n ? (long)n * d->C : 0) + o] +
+                float y = (float)(K - 2 * cnt) *
+                              d->scale[(d->scale_per_n ? (long)n * d->C : 0) + o] +
                           d->bias[o];
                 if (d->bypass) y += d->bypass[pix * d->C + o];
                 if (d->slope) {
@@ -428,32 +440,205 @@ static void dw_row(const dw_t *d, int n, int oy) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Python glue.                                                                                */
+/* Python glue: keyword parsing and buffer checks shared by every entry point.                */
 
-/* Get a contiguous buffer of exactly `nbytes` bytes (or none if obj is None and optional). */
-static int get_buf(PyObject *obj, Py_buffer *b, int writable, Py_ssize_t nbytes, const char *name,
-                   int optional) {
-    b->obj = NULL;
-    b->buf = NULL;
-    if (obj == Py_None) {
-        if (optional) return 0;
-        PyErr_Format(PyExc_ValueError, "_bkernels: %s is required", name);
+/* Keyword arguments. Each entry point parses into its own `*_args` struct whose field names ARE
+ * its keywords: its kw_spec table lists the fields (KW_* macros: name, C type, offset), so a
+ * keyword and its destination cannot disagree and adding one cannot shift the others. Entry
+ * points are METH_FASTCALL | METH_KEYWORDS: names are matched against interned copies by
+ * pointer first, so parsing costs well under a microsecond (PyArg_ParseTupleAndKeywords builds
+ * a str per keyword per call, about 10 us for conv2d's 26: as much as a small kernel). */
+typedef enum { K_OBJECT, K_INT, K_SSIZE } kw_kind;
+
+typedef struct {
+    const char *name;
+    kw_kind kind;
+    size_t offset, size;
+    int may_be_none; /* an operand that may be None, which is also its default */
+} kw_spec;
+
+#define KW_FIELD(f, kind, none) {#f, kind, offsetof(KW_ARGS, f), sizeof(((KW_ARGS *)0)->f), none}
+#define KW_OBJ(f) KW_FIELD(f, K_OBJECT, 0)
+#define KW_NONE(f) KW_FIELD(f, K_OBJECT, 1)
+#define KW_INT(f) KW_FIELD(f, K_INT, 0)
+#define KW_SSIZE(f) KW_FIELD(f, K_SSIZE, 0)
+
+#define BK_MAX_KW 32
+
+typedef struct {
+    const char *fn;             /* entry point, for messages */
+    const kw_spec *spec;        /* its keywords */
+    int n;                      /* how many */
+    PyObject *names[BK_MAX_KW]; /* interned keyword names, made on first use */
+} kw_table;
+
+#define KW_TABLE(fn, spec) {fn, spec, (int)(sizeof spec / sizeof spec[0]), {NULL}}
+
+static int kw_table_init(kw_table *t) {
+    static const size_t kind_size[] = {
+        [K_OBJECT] = sizeof(PyObject *), [K_INT] = sizeof(int), [K_SSIZE] = sizeof(Py_ssize_t)};
+    if (t->n > BK_MAX_KW) {
+        PyErr_Format(PyExc_SystemError, "_bkernels.%s: too many keywords", t->fn);
         return -1;
     }
-    if (PyObject_GetBuffer(obj, b, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0)
-        return -1;
-    if (b->len != nbytes) {
-        PyErr_Format(PyExc_ValueError, "_bkernels: %s has %zd bytes, expected %zd", name, b->len,
-                     nbytes);
-        PyBuffer_Release(b);
-        b->obj = NULL;
-        return -1;
+    for (int i = 0; i < t->n; i++) {
+        if (t->spec[i].size != kind_size[t->spec[i].kind]) {
+            PyErr_Format(PyExc_SystemError, "_bkernels.%s: keyword %s has the wrong C type",
+                         t->fn, t->spec[i].name);
+            return -1;
+        }
+        if (!t->names[i] && !(t->names[i] = PyUnicode_InternFromString(t->spec[i].name)))
+            return -1;
     }
     return 0;
 }
 
-static void rel(Py_buffer *b) {
-    if (b->obj) PyBuffer_Release(b);
+/* Parse keyword-only arguments into the struct `dst` described by t. A positional, unknown or
+ * missing argument is a TypeError; int fields take Python ints (or __index__ objects) in range. */
+static int parse_kw(kw_table *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                    void *dst) {
+    if (nargs > 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "_bkernels.%s() takes keyword arguments only (got %zd positional)", t->fn,
+                     nargs);
+        return -1;
+    }
+    if (!t->names[t->n - 1] && kw_table_init(t) < 0) return -1;
+    uint64_t seen = 0;
+    const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t j = 0; j < nkw; j++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, j);
+        int i = 0;
+        while (i < t->n && key != t->names[i]) i++;
+        if (i == t->n) /* a name built at run time is not the interned object */
+            for (i = 0; i < t->n && PyUnicode_Compare(key, t->names[i]) != 0; i++) {}
+        if (i == t->n) {
+            PyErr_Format(PyExc_TypeError, "_bkernels.%s() got an unexpected keyword argument "
+                         "'%U'", t->fn, key);
+            return -1;
+        }
+        const kw_spec *s = &t->spec[i];
+        PyObject *v = args[j];
+        char *field = (char *)dst + s->offset;
+        if (s->kind == K_OBJECT) {
+            *(PyObject **)field = v;
+        } else {
+            PyObject *index = PyNumber_Index(v); /* ints and __index__ objects (numpy ints) */
+            if (!index) return -1;
+            Py_ssize_t x = PyLong_AsSsize_t(index);
+            Py_DECREF(index);
+            if (x == -1 && PyErr_Occurred()) return -1;
+            if (s->kind == K_SSIZE) {
+                *(Py_ssize_t *)field = x;
+            } else if (x >= INT_MIN && x <= INT_MAX) {
+                *(int *)field = (int)x;
+            } else {
+                PyErr_Format(PyExc_OverflowError, "_bkernels.%s(): %s=%zd is out of range",
+                             t->fn, s->name, x);
+                return -1;
+            }
+        }
+        seen |= (uint64_t)1 << i;
+    }
+    for (int i = 0; i < t->n; i++) {
+        if (seen >> i & 1) continue;
+        if (!t->spec[i].may_be_none) {
+            PyErr_Format(PyExc_TypeError, "_bkernels.%s() missing required keyword argument "
+                         "'%s'", t->fn, t->spec[i].name);
+            return -1;
+        }
+        *(PyObject **)((char *)dst + t->spec[i].offset) = Py_None;
+    }
+    return 0;
+}
+
+typedef enum { T_U64, T_I64, T_F32, T_F64 } elem_t;
+
+/* Element types: buffer-protocol format codes (numpy exports uint64 as 'L' on LP64 systems and
+ * 'Q' elsewhere) and the item size. */
+static const struct {
+    const char *label, *codes;
+    Py_ssize_t size;
+} ELEM[] = {
+    [T_U64] = {"uint64", "QL", 8},
+    [T_I64] = {"int64", "ql", 8},
+    [T_F32] = {"float32", "f", 4},
+    [T_F64] = {"float64", "d", 8},
+};
+
+#if PY_LITTLE_ENDIAN
+#define BK_NATIVE_ORDER '<'
+#else
+#define BK_NATIVE_ORDER '>'
+#endif
+
+static int format_is(const Py_buffer *v, elem_t type) {
+    const char *f = v->format ? v->format : "B";
+    if (*f == '@' || *f == '=' || *f == BK_NATIVE_ORDER) f++;
+    return v->itemsize == ELEM[type].size && f[0] && !f[1] && strchr(ELEM[type].codes, f[0]);
+}
+
+#define BK_MAX_VIEWS 12
+
+/* The buffer views one entry point holds; views_release (at its cleanup label) frees them all.
+ * After the first failed get_buf the set is `failed` and later get_buf calls do nothing, so an
+ * entry point acquires all operands in a row and checks once. */
+typedef struct {
+    const char *fn; /* entry point, for messages */
+    int n, failed;
+    Py_buffer view[BK_MAX_VIEWS];
+} views_t;
+
+enum { BUF_IN = 0, BUF_OUT = 1, BUF_OPTIONAL = 2 };
+
+/* Acquire operand `name` as a C-contiguous buffer of exactly `count` elements of `type`
+ * (writable with BUF_OUT; None accepted with BUF_OPTIONAL, giving NULL). Returns its data, or
+ * NULL with vs->failed set and a ValueError naming the argument. */
+static void *get_buf(views_t *vs, PyObject *obj, const char *name, elem_t type,
+                     Py_ssize_t count, int flags) {
+    if (vs->failed) return NULL;
+    if (obj == Py_None) {
+        if (flags & BUF_OPTIONAL) return NULL;
+        PyErr_Format(PyExc_ValueError, "_bkernels.%s: %s is required (got None)", vs->fn, name);
+        vs->failed = 1;
+        return NULL;
+    }
+    if (vs->n == BK_MAX_VIEWS) {
+        PyErr_Format(PyExc_SystemError, "_bkernels.%s: more than %d operands", vs->fn,
+                     BK_MAX_VIEWS);
+        vs->failed = 1;
+        return NULL;
+    }
+    Py_buffer *v = &vs->view[vs->n];
+    const int req = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (flags & BUF_OUT ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, v, req) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "_bkernels.%s: %s must be a %sC-contiguous %s buffer, "
+                     "got %s", vs->fn, name, flags & BUF_OUT ? "writable " : "",
+                     ELEM[type].label, Py_TYPE(obj)->tp_name);
+        vs->failed = 1;
+        return NULL;
+    }
+    vs->n++;
+    if (!format_is(v, type)) {
+        PyErr_Format(PyExc_ValueError, "_bkernels.%s: %s must hold %s, got format '%s' with "
+                     "item size %zd", vs->fn, name, ELEM[type].label,
+                     v->format ? v->format : "B", v->itemsize);
+        vs->failed = 1;
+        return NULL;
+    }
+    if (v->len != count * ELEM[type].size) {
+        PyErr_Format(PyExc_ValueError, "_bkernels.%s: %s has %zd %s elements, expected %zd",
+                     vs->fn, name, v->len / ELEM[type].size, ELEM[type].label, count);
+        vs->failed = 1;
+        return NULL;
+    }
+    return v->buf;
+}
+
+static void views_release(views_t *vs) {
+    for (int i = 0; i < vs->n; i++) PyBuffer_Release(&vs->view[i]);
+    vs->n = 0;
 }
 
 static int clamp_threads(int t) {
@@ -462,72 +647,105 @@ static int clamp_threads(int t) {
     return t;
 }
 
-static PyObject *py_conv2d(PyObject *self, PyObject *args) {
+/* conv2d / depthwise2d keywords: operands (x_bits uint64 (n, h, w, ceil(c/64)), w_bits uint64,
+ * out float32 (n, Ho, Wo, o)), geometry (o outputs, kernel kh x kw, stride sh, sw, symmetric
+ * padding ph, pw, dilation dh, dw; zero_pad 1 = PyTorch zero padding, 0 = +1 inputs), epilogue
+ * (float32 scale (o,) or (n, o) with scale_per_n, bias (o,); may be None: bypass (n, Ho, Wo, o),
+ * prelu_pre, prelu (the slopes), prelu_post (o,)), kernel path and threads. */
+typedef struct {
+    PyObject *x_bits, *w_bits, *out;
+    int n, h, w, c, o, kh, kw, sh, sw, ph, pw, dh, dw, zero_pad;
+    PyObject *scale;
+    int scale_per_n;
+    PyObject *bias, *bypass, *prelu_pre, *prelu, *prelu_post;
+    int path, threads;
+} conv_args;
+
+#define KW_ARGS conv_args
+static const kw_spec conv_kw[] = {
+    KW_OBJ(x_bits), KW_OBJ(w_bits),   KW_OBJ(out),     KW_INT(n),           KW_INT(h),
+    KW_INT(w),      KW_INT(c),        KW_INT(o),       KW_INT(kh),          KW_INT(kw),
+    KW_INT(sh),     KW_INT(sw),       KW_INT(ph),      KW_INT(pw),          KW_INT(dh),
+    KW_INT(dw),     KW_INT(zero_pad), KW_OBJ(scale),   KW_INT(scale_per_n), KW_OBJ(bias),
+    KW_NONE(bypass), KW_NONE(prelu_pre), KW_NONE(prelu), KW_NONE(prelu_post), KW_INT(path),
+    KW_INT(threads)};
+#undef KW_ARGS
+static kw_table conv2d_kw = KW_TABLE("conv2d", conv_kw);
+static kw_table depthwise2d_kw = KW_TABLE("depthwise2d", conv_kw);
+
+/* Parse and check one conv2d / depthwise2d call into c and acquire its operands into vs. */
+static int conv_parse(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int depthwise,
+                      conv_t *c, views_t *vs) {
+    conv_args a;
+    if (parse_kw(depthwise ? &depthwise2d_kw : &conv2d_kw, args, nargs, kwnames, &a) < 0)
+        return -1;
+    memset(c, 0, sizeof *c);
+    c->N = a.n, c->H = a.h, c->W = a.w, c->C = a.c, c->O = a.o, c->KH = a.kh, c->KW = a.kw;
+    c->sh = a.sh, c->sw = a.sw, c->ph = a.ph, c->pw = a.pw, c->dh = a.dh, c->dw = a.dw;
+    c->zero_pad = a.zero_pad, c->scale_per_n = a.scale_per_n, c->path = a.path;
+    c->threads = clamp_threads(a.threads);
+    const int bad_kernel = depthwise ? c->KH * c->KW > 65535 : c->KH > 64 || c->KW > 64;
+    if (c->N < 1 || c->H < 1 || c->W < 1 || c->C < 1 || c->O < 1 || c->KH < 1 || c->KW < 1 ||
+        c->sh < 1 || c->sw < 1 || c->ph < 0 || c->pw < 0 || c->dh < 1 || c->dw < 1 ||
+        bad_kernel) {
+        PyErr_Format(PyExc_ValueError, "_bkernels.%s: invalid geometry", vs->fn);
+        return -1;
+    }
+    if (depthwise && c->O != c->C) {
+        PyErr_Format(PyExc_ValueError, "_bkernels.%s: o (%d) must equal c (%d)", vs->fn, c->O,
+                     c->C);
+        return -1;
+    }
+    if (!depthwise && c->dw > 1 && c->KH * c->KW > 64) {
+        PyErr_Format(PyExc_ValueError, "_bkernels.%s: dilated kernels support <= 64 taps",
+                     vs->fn);
+        return -1;
+    }
+    if (!path_supported(c->path)) {
+        PyErr_Format(PyExc_RuntimeError, "_bkernels.%s: path %d not supported on this CPU",
+                     vs->fn, c->path);
+        return -1;
+    }
+    c->CW = (c->C + 63) / 64;
+    c->Hp = c->H + 2 * c->ph;
+    c->Wp = c->W + 2 * c->pw;
+    if (c->Hp - c->dh * (c->KH - 1) - 1 < 0 || c->Wp - c->dw * (c->KW - 1) - 1 < 0) {
+        PyErr_Format(PyExc_ValueError, "_bkernels.%s: kernel larger than padded input", vs->fn);
+        return -1;
+    }
+    c->Ho = (c->Hp - c->dh * (c->KH - 1) - 1) / c->sh + 1;
+    c->Wo = (c->Wp - c->dw * (c->KW - 1) - 1) / c->sw + 1;
+    const Py_ssize_t taps = (Py_ssize_t)c->KH * c->KW * c->CW;
+    const Py_ssize_t outs = (Py_ssize_t)c->N * c->Ho * c->Wo * c->O;
+    c->x = get_buf(vs, a.x_bits, "x_bits", T_U64, (Py_ssize_t)c->N * c->H * c->W * c->CW, BUF_IN);
+    c->w = get_buf(vs, a.w_bits, "w_bits", T_U64, (depthwise ? 1 : c->O) * taps, BUF_IN);
+    c->out = get_buf(vs, a.out, "out", T_F32, outs, BUF_OUT);
+    c->scale = get_buf(vs, a.scale, "scale", T_F32,
+                       (Py_ssize_t)(c->scale_per_n ? c->N : 1) * c->O, BUF_IN);
+    c->bias = get_buf(vs, a.bias, "bias", T_F32, c->O, BUF_IN);
+    c->bypass = get_buf(vs, a.bypass, "bypass", T_F32, outs, BUF_OPTIONAL);
+    c->pre = get_buf(vs, a.prelu_pre, "prelu_pre", T_F32, c->O, BUF_OPTIONAL);
+    c->slope = get_buf(vs, a.prelu, "prelu", T_F32, c->O, BUF_OPTIONAL);
+    c->post = get_buf(vs, a.prelu_post, "prelu_post", T_F32, c->O, BUF_OPTIONAL);
+    return vs->failed ? -1 : 0;
+}
+
+/* conv2d(**conv_args): dense binary conv, out = epilogue(K_eff - 2 popcount(x XOR w)); w_bits
+ * (o, kh, kw, ceil(c/64)). */
+static PyObject *py_conv2d(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames) {
     (void)self;
-    PyObject *ox, *ow, *oout, *oscale, *obias, *obyp, *opre, *oslope, *opost;
     conv_t c;
-    int threads;
-    memset(&c, 0, sizeof c);
-    if (!PyArg_ParseTuple(args, "OOOiiiiiiiiiiiiiiOiOOOOOii", &ox, &ow, &oout, &c.N, &c.H, &c.W,
-                          &c.C, &c.O, &c.KH, &c.KW, &c.sh, &c.sw, &c.ph, &c.pw, &c.dh, &c.dw,
-                          &c.zero_pad, &oscale, &c.scale_per_n, &obias, &obyp, &opre, &oslope,
-                          &opost, &c.path, &threads))
-        return NULL;
-    if (c.N < 1 || c.H < 1 || c.W < 1 || c.C < 1 || c.O < 1 || c.KH < 1 || c.KW < 1 || c.sh < 1 ||
-        c.sw < 1 || c.ph < 0 || c.pw < 0 || c.dh < 1 || c.dw < 1 || c.KH > 64 || c.KW > 64) {
-        PyErr_SetString(PyExc_ValueError, "_bkernels.conv2d: invalid geometry");
-        return NULL;
-    }
-    if (!path_supported(c.path)) {
-        PyErr_Format(PyExc_RuntimeError, "_bkernels.conv2d: path %d not supported on this CPU",
-                     c.path);
-        return NULL;
-    }
-    c.CW = (c.C + 63) / 64;
-    c.Hp = c.H + 2 * c.ph;
-    c.Wp = c.W + 2 * c.pw;
-    c.Ho = (c.Hp - c.dh * (c.KH - 1) - 1) / c.sh + 1;
-    c.Wo = (c.Wp - c.dw * (c.KW - 1) - 1) / c.sw + 1;
-    if (c.Hp - c.dh * (c.KH - 1) - 1 < 0 || c.Wp - c.dw * (c.KW - 1) - 1 < 0) {
-        PyErr_SetString(PyExc_ValueError, "_bkernels.conv2d: kernel larger than padded input");
-        return NULL;
-    }
+    views_t vs = {.fn = "conv2d"};
+    PyObject *ret = NULL;
+    if (conv_parse(args, nargs, kwnames, 0, &c, &vs) < 0) goto done;
     c.K = c.KH * c.KW * c.CW;
     c.NP = (c.O + 7) / 8;
     const int T = c.KH * c.KW;
+    const int threads = c.threads;
 
-    Py_buffer bx, bw, bo, bs, bb, bby, bpre, bsl, bpo;
-    memset(&bx, 0, sizeof bx); /* silence maybe-uninitialised warnings */
-    int ok = 0;
-    bx.obj = bw.obj = bo.obj = bs.obj = bb.obj = bby.obj = bpre.obj = bsl.obj = bpo.obj = NULL;
-    if (get_buf(ox, &bx, 0, (Py_ssize_t)c.N * c.H * c.W * c.CW * 8, "x", 0) < 0) goto done;
-    if (get_buf(ow, &bw, 0, (Py_ssize_t)c.O * c.K * 8, "w", 0) < 0) goto done;
-    if (get_buf(oout, &bo, 1, (Py_ssize_t)c.N * c.Ho * c.Wo * c.O * 4, "out", 0) < 0) goto done;
-    if (get_buf(oscale, &bs, 0, (Py_ssize_t)(c.scale_per_n ? c.N : 1) * c.O * 4, "scale", 0) < 0)
-        goto done;
-    if (get_buf(obias, &bb, 0, (Py_ssize_t)c.O * 4, "bias", 0) < 0) goto done;
-    if (get_buf(obyp, &bby, 0, (Py_ssize_t)c.N * c.Ho * c.Wo * c.O * 4, "bypass", 1) < 0)
-        goto done;
-    if (get_buf(opre, &bpre, 0, (Py_ssize_t)c.O * 4, "pre", 1) < 0) goto done;
-    if (get_buf(oslope, &bsl, 0, (Py_ssize_t)c.O * 4, "slope", 1) < 0) goto done;
-    if (get_buf(opost, &bpo, 0, (Py_ssize_t)c.O * 4, "post", 1) < 0) goto done;
-    ok = 1;
-done:
-    if (!ok) {
-        rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb); rel(&bby); rel(&bpre); rel(&bsl);
-        rel(&bpo);
-        return NULL;
-    }
-    c.scale = (const float *)bs.buf;
-    c.bias = (const float *)bb.buf;
-    c.bypass = (const float *)bby.buf;
-    c.pre = (const float *)bpre.buf;
-    c.slope = (const float *)bsl.buf;
-    c.post = (const float *)bpo.buf;
-    c.out = (float *)bo.buf;
-    threads = clamp_threads(threads);
-
-    /* Segments: with dilation 1 the KW taps of one kernel row are one contiguous run. */
+    /* Segments: with dilation 1 the KW taps of one kernel row are one contiguous run (conv_parse
+     * limits dilated kernels to 64 taps, one segment each). */
     if (c.dw == 1) {
         c.sg.n = c.KH;
         for (int ky = 0; ky < c.KH; ky++) {
@@ -535,7 +753,7 @@ done:
             c.sg.len[ky] = c.KW * c.CW;
             c.sg.k[ky] = ky * c.KW * c.CW;
         }
-    } else if (T <= 64) {
+    } else {
         c.sg.n = T;
         for (int ky = 0; ky < c.KH; ky++)
             for (int kx = 0; kx < c.KW; kx++) {
@@ -544,15 +762,8 @@ done:
                 c.sg.len[t] = c.CW;
                 c.sg.k[t] = t * c.CW;
             }
-    } else {
-        rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb); rel(&bby); rel(&bpre); rel(&bsl);
-        rel(&bpo);
-        PyErr_SetString(PyExc_ValueError, "_bkernels.conv2d: dilated kernels support <= 64 taps");
-        return NULL;
     }
 
-    const uint64_t *xin = (const uint64_t *)bx.buf;
-    const uint64_t *wsrc = (const uint64_t *)bw.buf;
     uint64_t *padded = NULL, *panels = NULL;
     int32_t *negw = NULL;
     int failed = 0;
@@ -566,18 +777,18 @@ done:
             for (int n = 0; n < c.N; n++)
                 for (int y = 0; y < c.H; y++)
                     memcpy(padded + (((long)n * c.Hp + y + c.ph) * c.Wp + c.pw) * c.CW,
-                           xin + ((long)n * c.H + y) * c.W * c.CW, (size_t)c.W * c.CW * 8);
+                           c.x + ((long)n * c.H + y) * c.W * c.CW, (size_t)c.W * c.CW * 8);
             c.in = padded;
         }
     } else {
-        c.in = xin;
+        c.in = c.x;
     }
     panels = (uint64_t *)calloc((size_t)c.NP * c.K * 8, 8);
     negw = (int32_t *)calloc((size_t)c.O * T, 4);
     if (!panels || !negw) failed = 1;
     if (!failed) {
         for (int o = 0; o < c.O; o++) {
-            const uint64_t *wo = wsrc + (long)o * c.K;
+            const uint64_t *wo = c.w + (long)o * c.K;
             for (int k = 0; k < c.K; k++) panels[((long)(o / 8) * c.K + k) * 8 + (o % 8)] = wo[k];
             for (int t = 0; t < T; t++) {
                 int s = 0;
@@ -589,9 +800,10 @@ done:
         c.negw = negw;
 
         /* Tasks: output rows x panel blocks, handed out dynamically so that a thread preempted
-         * by other load on a shared machine does not stall the whole call; split panels only when rows are too few to keep
-         * every thread busy. Each output element is computed by exactly one task with the same
-         * arithmetic, so results do not depend on the thread count. */
+         * by other load on a shared machine does not stall the whole call; split panels only
+         * when rows are too few to keep every thread busy. Each output element is computed by
+         * exactly one task with the same arithmetic, so results do not depend on the thread
+         * count. */
         long rows = (long)c.N * c.Ho;
         int nblk = 1;
         if (rows < 4L * threads) {
@@ -633,76 +845,34 @@ done:
     free(negw);
     Py_END_ALLOW_THREADS
 
-    rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb); rel(&bby); rel(&bpre); rel(&bsl); rel(&bpo);
-    if (failed) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    if (failed) PyErr_NoMemory();
+    else ret = Py_NewRef(Py_None);
+done:
+    views_release(&vs);
+    return ret;
 }
 
-static PyObject *py_depthwise2d(PyObject *self, PyObject *args) {
+/* depthwise2d(**conv_args), o == c: groups = C binary conv on one ISA-independent routine
+ * (every supported path runs it); w_bits (kh, kw, ceil(c/64)) has channel c's weight in bit c. */
+static PyObject *py_depthwise2d(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames) {
     (void)self;
-    PyObject *ox, *ow, *oout, *oscale, *obias, *obyp, *opre, *oslope, *opost;
-    dw_t d;
-    int threads;
-    memset(&d, 0, sizeof d);
-    if (!PyArg_ParseTuple(args, "OOOiiiiiiiiiiiiiOiOOOOOi", &ox, &ow, &oout, &d.N, &d.H, &d.W,
-                          &d.C, &d.KH, &d.KW, &d.sh, &d.sw, &d.ph, &d.pw, &d.dh, &d.dw,
-                          &d.zero_pad, &oscale, &d.scale_per_n, &obias, &obyp, &opre, &oslope,
-                          &opost, &threads))
-        return NULL;
-    if (d.N < 1 || d.H < 1 || d.W < 1 || d.C < 1 || d.KH < 1 || d.KW < 1 || d.sh < 1 ||
-        d.sw < 1 || d.ph < 0 || d.pw < 0 || d.dh < 1 || d.dw < 1 || d.KH * d.KW > 65535) {
-        PyErr_SetString(PyExc_ValueError, "_bkernels.depthwise2d: invalid geometry");
-        return NULL;
-    }
-    d.CW = (d.C + 63) / 64;
-    int hr = d.H + 2 * d.ph - d.dh * (d.KH - 1) - 1, wr = d.W + 2 * d.pw - d.dw * (d.KW - 1) - 1;
-    if (hr < 0 || wr < 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "_bkernels.depthwise2d: kernel larger than padded input");
-        return NULL;
-    }
-    d.Ho = hr / d.sh + 1;
-    d.Wo = wr / d.sw + 1;
-    Py_buffer bx, bw, bo, bs, bb, bby, bpre, bsl, bpo;
-    bx.obj = bw.obj = bo.obj = bs.obj = bb.obj = bby.obj = bpre.obj = bsl.obj = bpo.obj = NULL;
-    int ok = 0;
-    if (get_buf(ox, &bx, 0, (Py_ssize_t)d.N * d.H * d.W * d.CW * 8, "x", 0) < 0) goto done;
-    if (get_buf(ow, &bw, 0, (Py_ssize_t)d.KH * d.KW * d.CW * 8, "w", 0) < 0) goto done;
-    if (get_buf(oout, &bo, 1, (Py_ssize_t)d.N * d.Ho * d.Wo * d.C * 4, "out", 0) < 0) goto done;
-    if (get_buf(oscale, &bs, 0, (Py_ssize_t)(d.scale_per_n ? d.N : 1) * d.C * 4, "scale", 0) < 0)
-        goto done;
-    if (get_buf(obias, &bb, 0, (Py_ssize_t)d.C * 4, "bias", 0) < 0) goto done;
-    if (get_buf(obyp, &bby, 0, (Py_ssize_t)d.N * d.Ho * d.Wo * d.C * 4, "bypass", 1) < 0)
-        goto done;
-    if (get_buf(opre, &bpre, 0, (Py_ssize_t)d.C * 4, "pre", 1) < 0) goto done;
-    if (get_buf(oslope, &bsl, 0, (Py_ssize_t)d.C * 4, "slope", 1) < 0) goto done;
-    if (get_buf(opost, &bpo, 0, (Py_ssize_t)d.C * 4, "post", 1) < 0) goto done;
-    ok = 1;
-done:
-    if (!ok) {
-        rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb); rel(&bby); rel(&bpre); rel(&bsl);
-        rel(&bpo);
-        return NULL;
-    }
-    d.in = (const uint64_t *)bx.buf;
-    d.w = (const uint64_t *)bw.buf;
-    d.out = (float *)bo.buf;
-    d.scale = (const float *)bs.buf;
-    d.bias = (const float *)bb.buf;
-    d.bypass = (const float *)bby.buf;
-    d.pre = (const float *)bpre.buf;
-    d.slope = (const float *)bsl.buf;
-    d.post = (const float *)bpo.buf;
-    threads = clamp_threads(threads);
+    conv_t d;
+    views_t vs = {.fn = "depthwise2d"};
+    PyObject *ret = NULL;
+    if (conv_parse(args, nargs, kwnames, 1, &d, &vs) < 0) goto done;
+    d.in = d.x;
     long rows = (long)d.N * d.Ho;
     Py_BEGIN_ALLOW_THREADS
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(d.threads) schedule(dynamic, 1)
 #endif
     for (long r = 0; r < rows; r++) dw_row(&d, (int)(r / d.Ho), (int)(r % d.Ho));
     Py_END_ALLOW_THREADS
-    rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb); rel(&bby); rel(&bpre); rel(&bsl); rel(&bpo);
-    Py_RETURN_NONE;
+    ret = Py_NewRef(Py_None);
+done:
+    views_release(&vs);
+    return ret;
 }
 
 static void pack_row(const float *xr, uint64_t *orow, int C) {
@@ -734,29 +904,40 @@ __attribute__((target("avx2"))) static void pack_row_avx2(const float *xr, uint6
 }
 #endif
 
-/* pack_f32(x, out, rows, C, threads, path): x float32 (rows, C) -> out uint64 (rows, ceil(C/64));
- * bit = (x < 0), so +0.0, -0.0 and NaN all map to bit 0 (+1). */
-static PyObject *py_pack_f32(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *ox, *oout;
+/* pack_f32(x=, out=, rows=, c=, threads=, path=): x float32 (rows, c) -> out uint64
+ * (rows, ceil(c/64)); bit = (x < 0), so +0.0, -0.0 and NaN all map to bit 0 (+1). */
+typedef struct {
+    PyObject *x, *out;
     Py_ssize_t rows;
-    int C, threads, path;
-    if (!PyArg_ParseTuple(args, "OOniii", &ox, &oout, &rows, &C, &threads, &path)) return NULL;
+    int c, threads, path;
+} pack_f32_args;
+
+#define KW_ARGS pack_f32_args
+static const kw_spec pack_f32_spec[] = {KW_OBJ(x),   KW_OBJ(out),     KW_SSIZE(rows),
+                                        KW_INT(c),   KW_INT(threads), KW_INT(path)};
+#undef KW_ARGS
+static kw_table pack_f32_kw = KW_TABLE("pack_f32", pack_f32_spec);
+
+static PyObject *py_pack_f32(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
+    (void)self;
+    pack_f32_args a;
+    if (parse_kw(&pack_f32_kw, args, nargs, kwnames, &a) < 0) return NULL;
+    const Py_ssize_t rows = a.rows;
+    const int C = a.c, path = a.path;
+    int threads = a.threads;
     int use_avx2 = path >= P_AVX2 && path_supported(P_AVX2);
     (void)use_avx2;
     if (rows < 0 || C < 1) {
         PyErr_SetString(PyExc_ValueError, "_bkernels.pack_f32: invalid shape");
         return NULL;
     }
-    int CW = (C + 63) / 64;
-    Py_buffer bx, bo;
-    if (get_buf(ox, &bx, 0, rows * C * 4, "x", 0) < 0) return NULL;
-    if (get_buf(oout, &bo, 1, rows * CW * 8, "out", 0) < 0) {
-        rel(&bx);
-        return NULL;
-    }
-    const float *x = (const float *)bx.buf;
-    uint64_t *out = (uint64_t *)bo.buf;
+    const int CW = (C + 63) / 64;
+    views_t vs = {.fn = "pack_f32"};
+    PyObject *ret = NULL;
+    const float *x = get_buf(&vs, a.x, "x", T_F32, rows * C, BUF_IN);
+    uint64_t *out = get_buf(&vs, a.out, "out", T_U64, rows * CW, BUF_OUT);
+    if (vs.failed) goto done;
     threads = clamp_threads(threads);
     Py_BEGIN_ALLOW_THREADS
 #ifdef _OPENMP
@@ -770,9 +951,10 @@ static PyObject *py_pack_f32(PyObject *self, PyObject *args) {
             pack_row(x + r * C, out + r * CW, C);
     }
     Py_END_ALLOW_THREADS
-    rel(&bx);
-    rel(&bo);
-    Py_RETURN_NONE;
+    ret = Py_NewRef(Py_None);
+done:
+    views_release(&vs);
+    return ret;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -843,47 +1025,56 @@ __attribute__((target("avx2,popcnt"))) static void thr_row_avx2(const float *xr,
 }
 #endif
 
-/* pack_thresh(x, tau, out, dev, N, HW, C, per_n, threads, path) -> zeros
- * x float32 (N, HW, C); tau float32 (N, C) if per_n, (C,) otherwise, or None (threshold 0);
- * out uint64 (N, HW, ceil(C/64)) gets bits x < tau; dev float64 (N, C) or None receives
+/* pack_thresh(x=, tau=None, out=, dev=None, n=, hw=, c=, per_n=, threads=, path=) -> ties
+ * x float32 (n, hw, c); tau float32 (n, c) if per_n, (c,) otherwise, or None (threshold 0);
+ * out uint64 (n, hw, ceil(c/64)) gets bits x < tau; dev float64 (n, c) or None receives
  * sum over pixels of |x - tau| (double, chunked in a thread-independent order). Returns the
  * number of exact ties x == tau (torch.sign's 0). */
-static PyObject *py_pack_thresh(PyObject *self, PyObject *args) {
+typedef struct {
+    PyObject *x, *tau, *out, *dev;
+    Py_ssize_t n, hw;
+    int c, per_n, threads, path;
+} pack_thresh_args;
+
+#define KW_ARGS pack_thresh_args
+static const kw_spec pack_thresh_spec[] = {KW_OBJ(x),   KW_NONE(tau),  KW_OBJ(out),
+                                           KW_NONE(dev), KW_SSIZE(n),  KW_SSIZE(hw),
+                                           KW_INT(c),   KW_INT(per_n), KW_INT(threads),
+                                           KW_INT(path)};
+#undef KW_ARGS
+static kw_table pack_thresh_kw = KW_TABLE("pack_thresh", pack_thresh_spec);
+
+static PyObject *py_pack_thresh(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames) {
     (void)self;
-    PyObject *ox, *ot, *oout, *odev;
-    Py_ssize_t N, HW;
-    int C, per_n, threads, path;
-    if (!PyArg_ParseTuple(args, "OOOOnniiii", &ox, &ot, &oout, &odev, &N, &HW, &C, &per_n,
-                          &threads, &path))
-        return NULL;
+    pack_thresh_args a;
+    if (parse_kw(&pack_thresh_kw, args, nargs, kwnames, &a) < 0) return NULL;
+    const Py_ssize_t N = a.n, HW = a.hw;
+    const int C = a.c, per_n = a.per_n, path = a.path;
+    int threads = a.threads;
     if (N < 0 || HW < 0 || C < 1) {
         PyErr_SetString(PyExc_ValueError, "_bkernels.pack_thresh: invalid shape");
         return NULL;
     }
-    int CW = (C + 63) / 64;
-    Py_buffer bx, bt, bo, bd;
-    bt.obj = bo.obj = bd.obj = NULL;
-    if (get_buf(ox, &bx, 0, N * HW * C * 4, "x", 0) < 0) return NULL;
-    if (get_buf(ot, &bt, 0, (per_n ? N : 1) * C * 4, "tau", 1) < 0 ||
-        get_buf(oout, &bo, 1, N * HW * CW * 8, "out", 0) < 0 ||
-        get_buf(odev, &bd, 1, N * C * 8, "dev", 1) < 0) {
-        rel(&bx); rel(&bt); rel(&bo); rel(&bd);
-        return NULL;
-    }
-    const float *x = (const float *)bx.buf, *tau = (const float *)bt.buf;
-    uint64_t *out = (uint64_t *)bo.buf;
-    double *dev = (double *)bd.buf;
+    const int CW = (C + 63) / 64;
+    views_t vs = {.fn = "pack_thresh"};
+    PyObject *ret = NULL;
+    double *part = NULL;
+    long *zpart = NULL;
+    const float *x = get_buf(&vs, a.x, "x", T_F32, N * HW * C, BUF_IN);
+    const float *tau = get_buf(&vs, a.tau, "tau", T_F32, (per_n ? N : 1) * C, BUF_OPTIONAL);
+    uint64_t *out = get_buf(&vs, a.out, "out", T_U64, N * HW * CW, BUF_OUT);
+    double *dev = get_buf(&vs, a.dev, "dev", T_F64, N * C, BUF_OUT | BUF_OPTIONAL);
+    if (vs.failed) goto done;
     int use_avx2 = path >= P_AVX2 && path_supported(P_AVX2);
     (void)use_avx2;
     long nch = (long)((HW + BK_CHUNK - 1) / BK_CHUNK);
     long tasks = (long)N * nch;
-    double *part = NULL;
-    long *zpart = (long *)calloc((size_t)(tasks > 0 ? tasks : 1), sizeof(long));
+    zpart = (long *)calloc((size_t)(tasks > 0 ? tasks : 1), sizeof(long));
     if (dev) part = (double *)calloc((size_t)(tasks > 0 ? tasks : 1) * C, sizeof(double));
     if (!zpart || (dev && !part)) {
-        free(zpart); free(part);
-        rel(&bx); rel(&bt); rel(&bo); rel(&bd);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        goto done;
     }
     threads = clamp_threads(threads);
     Py_BEGIN_ALLOW_THREADS
@@ -920,38 +1111,52 @@ static PyObject *py_pack_thresh(PyObject *self, PyObject *args) {
             }
         }
     }
+    ret = PyLong_FromLong(zeros);
+done:
     free(zpart);
     free(part);
-    rel(&bx); rel(&bt); rel(&bo); rel(&bd);
-    return PyLong_FromLong(zeros);
+    views_release(&vs);
+    return ret;
 }
 
-/* chan_sum(x, out, N, HW, C, threads): out float64 (N, C) = sum over pixels of x (N, HW, C),
- * chunked in a thread-independent order. */
-static PyObject *py_chan_sum(PyObject *self, PyObject *args) {
+/* chan_sum(x=, out=, n=, hw=, c=, threads=): out float64 (n, c) = sum over pixels of x float32
+ * (n, hw, c), chunked in a thread-independent order. */
+typedef struct {
+    PyObject *x, *out;
+    Py_ssize_t n, hw;
+    int c, threads;
+} chan_sum_args;
+
+#define KW_ARGS chan_sum_args
+static const kw_spec chan_sum_spec[] = {KW_OBJ(x),    KW_OBJ(out), KW_SSIZE(n),
+                                        KW_SSIZE(hw), KW_INT(c),   KW_INT(threads)};
+#undef KW_ARGS
+static kw_table chan_sum_kw = KW_TABLE("chan_sum", chan_sum_spec);
+
+static PyObject *py_chan_sum(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
     (void)self;
-    PyObject *ox, *oout;
-    Py_ssize_t N, HW;
-    int C, threads;
-    if (!PyArg_ParseTuple(args, "OOnnii", &ox, &oout, &N, &HW, &C, &threads)) return NULL;
+    chan_sum_args a;
+    if (parse_kw(&chan_sum_kw, args, nargs, kwnames, &a) < 0) return NULL;
+    const Py_ssize_t N = a.n, HW = a.hw;
+    const int C = a.c;
+    int threads = a.threads;
     if (N < 0 || HW < 0 || C < 1) {
         PyErr_SetString(PyExc_ValueError, "_bkernels.chan_sum: invalid shape");
         return NULL;
     }
-    Py_buffer bx, bo;
-    if (get_buf(ox, &bx, 0, N * HW * C * 4, "x", 0) < 0) return NULL;
-    if (get_buf(oout, &bo, 1, N * C * 8, "out", 0) < 0) {
-        rel(&bx);
-        return NULL;
-    }
-    const float *x = (const float *)bx.buf;
-    double *out = (double *)bo.buf;
+    views_t vs = {.fn = "chan_sum"};
+    PyObject *ret = NULL;
+    double *part = NULL;
+    const float *x = get_buf(&vs, a.x, "x", T_F32, N * HW * C, BUF_IN);
+    double *out = get_buf(&vs, a.out, "out", T_F64, N * C, BUF_OUT);
+    if (vs.failed) goto done;
     long nch = (long)((HW + BK_CHUNK - 1) / BK_CHUNK);
     long tasks = (long)N * nch;
-    double *part = (double *)calloc((size_t)(tasks > 0 ? tasks : 1) * C, sizeof(double));
+    part = (double *)calloc((size_t)(tasks > 0 ? tasks : 1) * C, sizeof(double));
     if (!part) {
-        rel(&bx); rel(&bo);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        goto done;
     }
     threads = clamp_threads(threads);
     Py_BEGIN_ALLOW_THREADS
@@ -976,47 +1181,59 @@ static PyObject *py_chan_sum(PyObject *self, PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
+    ret = Py_NewRef(Py_None);
+done:
     free(part);
-    rel(&bx); rel(&bo);
-    Py_RETURN_NONE;
+    views_release(&vs);
+    return ret;
 }
 
-/* bilinear_nhwc(x, out, h0, h1, lh, w0, w1, lw, N, H, W, C, OH, OW, threads): separable
- * bilinear resize of NHWC float32 data with precomputed source indices (int64) and weights
+/* bilinear_nhwc(x=, out=, h0=, h1=, lh=, w0=, w1=, lw=, n=, h=, w=, c=, oh=, ow=, threads=):
+ * separable bilinear resize of NHWC float32 data x (n, h, w, c) to out (n, oh, ow, c) with
+ * precomputed source indices h0, h1 (oh,), w0, w1 (ow,) (int64) and weights lh (oh,), lw (ow,)
  * (float32), rows first then columns, in exactly the float32 operations of the numpy path:
  * top = a * (1 - lh) + b * lh; out = top0 * (1 - lw) + top1 * lw. */
-static PyObject *py_bilinear_nhwc(PyObject *self, PyObject *args) {
+typedef struct {
+    PyObject *x, *out, *h0, *h1, *lh, *w0, *w1, *lw;
+    Py_ssize_t n, h, w, oh, ow;
+    int c, threads;
+} bilinear_args;
+
+#define KW_ARGS bilinear_args
+static const kw_spec bilinear_spec[] = {
+    KW_OBJ(x),   KW_OBJ(out), KW_OBJ(h0),  KW_OBJ(h1),    KW_OBJ(lh),     KW_OBJ(w0),
+    KW_OBJ(w1),  KW_OBJ(lw),  KW_SSIZE(n), KW_SSIZE(h),   KW_SSIZE(w),    KW_INT(c),
+    KW_SSIZE(oh), KW_SSIZE(ow), KW_INT(threads)};
+#undef KW_ARGS
+static kw_table bilinear_kw = KW_TABLE("bilinear_nhwc", bilinear_spec);
+
+static PyObject *py_bilinear_nhwc(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames) {
     (void)self;
-    PyObject *ox, *oout, *oh0, *oh1, *olh, *ow0, *ow1, *olw;
-    Py_ssize_t N, H, W, OH, OW;
-    int C, threads;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOnnninni", &ox, &oout, &oh0, &oh1, &olh, &ow0, &ow1,
-                          &olw, &N, &H, &W, &C, &OH, &OW, &threads))
-        return NULL;
-    Py_buffer bx, bo, bh0, bh1, blh, bw0, bw1, blw;
-    bo.obj = bh0.obj = bh1.obj = blh.obj = bw0.obj = bw1.obj = blw.obj = NULL;
-    if (get_buf(ox, &bx, 0, N * H * W * C * 4, "x", 0) < 0) return NULL;
-    if (get_buf(oout, &bo, 1, N * OH * OW * C * 4, "out", 0) < 0 ||
-        get_buf(oh0, &bh0, 0, OH * 8, "h0", 0) < 0 || get_buf(oh1, &bh1, 0, OH * 8, "h1", 0) < 0 ||
-        get_buf(olh, &blh, 0, OH * 4, "lh", 0) < 0 || get_buf(ow0, &bw0, 0, OW * 8, "w0", 0) < 0 ||
-        get_buf(ow1, &bw1, 0, OW * 8, "w1", 0) < 0 || get_buf(olw, &blw, 0, OW * 4, "lw", 0) < 0) {
-        rel(&bx); rel(&bo); rel(&bh0); rel(&bh1); rel(&blh); rel(&bw0); rel(&bw1); rel(&blw);
-        return NULL;
-    }
-    const float *x = (const float *)bx.buf, *lh = (const float *)blh.buf,
-                *lw = (const float *)blw.buf;
-    float *out = (float *)bo.buf;
-    const int64_t *h0 = (const int64_t *)bh0.buf, *h1 = (const int64_t *)bh1.buf,
-                  *w0 = (const int64_t *)bw0.buf, *w1 = (const int64_t *)bw1.buf;
+    bilinear_args a;
+    if (parse_kw(&bilinear_kw, args, nargs, kwnames, &a) < 0) return NULL;
+    const Py_ssize_t N = a.n, H = a.h, W = a.w, OH = a.oh, OW = a.ow;
+    const int C = a.c;
+    int threads = a.threads;
+    views_t vs = {.fn = "bilinear_nhwc"};
+    PyObject *ret = NULL;
+    const float *x = get_buf(&vs, a.x, "x", T_F32, N * H * W * C, BUF_IN);
+    float *out = get_buf(&vs, a.out, "out", T_F32, N * OH * OW * C, BUF_OUT);
+    const int64_t *h0 = get_buf(&vs, a.h0, "h0", T_I64, OH, BUF_IN);
+    const int64_t *h1 = get_buf(&vs, a.h1, "h1", T_I64, OH, BUF_IN);
+    const float *lh = get_buf(&vs, a.lh, "lh", T_F32, OH, BUF_IN);
+    const int64_t *w0 = get_buf(&vs, a.w0, "w0", T_I64, OW, BUF_IN);
+    const int64_t *w1 = get_buf(&vs, a.w1, "w1", T_I64, OW, BUF_IN);
+    const float *lw = get_buf(&vs, a.lw, "lw", T_F32, OW, BUF_IN);
+    if (vs.failed) goto done;
     int bad = 0;
     for (Py_ssize_t i = 0; i < OH; i++)
         bad |= h0[i] < 0 || h0[i] >= H || h1[i] < 0 || h1[i] >= H;
     for (Py_ssize_t j = 0; j < OW; j++)
         bad |= w0[j] < 0 || w0[j] >= W || w1[j] < 0 || w1[j] >= W;
     if (bad) {
-        rel(&bx); rel(&bo); rel(&bh0); rel(&bh1); rel(&blh); rel(&bw0); rel(&bw1); rel(&blw);
         PyErr_SetString(PyExc_ValueError, "_bkernels.bilinear_nhwc: index out of range");
-        return NULL;
+        goto done;
     }
     threads = clamp_threads(threads);
     long rows = (long)(N * OH);
@@ -1061,21 +1278,23 @@ static PyObject *py_bilinear_nhwc(PyObject *self, PyObject *args) {
         free(top);
     }
     Py_END_ALLOW_THREADS
-    rel(&bx); rel(&bo); rel(&bh0); rel(&bh1); rel(&blh); rel(&bw0); rel(&bw1); rel(&blw);
-    if (fail) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    if (fail) PyErr_NoMemory();
+    else ret = Py_NewRef(Py_None);
+done:
+    views_release(&vs);
+    return ret;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Float32 GEMM for the runtime's FP convs (stem, 1x1 shortcuts, classifier).                  */
 
-/* fp_gemm(x, w, out, scale, bias, M, K, O, threads, variant): out (M, O) = x (M, K) @ w (K, O), then
- * out = out * scale[o] and out = out + bias[o] (each optional, two float32 roundings as the
- * numpy path). Every output element is ONE float32 accumulator summed over k = 0..K-1 in order
- * (fused multiply-add on the AVX-512 path, multiply then add elsewhere), and threads split the
- * rows only, so the result is bit-identical for every thread count (OpenBLAS's threaded sgemm
- * is not, and its spinning workers slow the OpenMP kernels around it). variant -1 picks this
- * CPU's (gemm_kind), 0..2 force one for tests. */
+/* fp_gemm(x=, w=, out=, m=, k=, o=, threads=, variant=, scale=None, bias=None): out (M, O) =
+ * x (M, K) @ w (K, O), then out = out * scale[o] and out = out + bias[o] (each optional, two
+ * float32 roundings as the numpy path). Every output element is ONE float32 accumulator summed
+ * over k = 0..K-1 in order (fused multiply-add on the AVX-512 path, multiply then add
+ * elsewhere), and threads split the rows only, so the result is bit-identical for every thread
+ * count (OpenBLAS's threaded sgemm is not, and its spinning workers slow the OpenMP kernels
+ * around it). variant -1 picks this CPU's (gemm_kind), 0..2 force one for tests. */
 #define GEMM_MR 8
 #define GEMM_ROWS 64 /* rows per parallel task */
 
@@ -1202,14 +1421,28 @@ static int gemm_kind(void) {
     return 0;
 }
 
-static PyObject *py_fp_gemm(PyObject *self, PyObject *args) {
+/* fp_gemm keywords (see above); scale and bias may be None. */
+typedef struct {
+    PyObject *x, *w, *out, *scale, *bias;
+    Py_ssize_t m;
+    int k, o, threads, variant;
+} fp_gemm_args;
+
+#define KW_ARGS fp_gemm_args
+static const kw_spec fp_gemm_spec[] = {KW_OBJ(x),  KW_OBJ(w),  KW_OBJ(out),     KW_NONE(scale),
+                                       KW_NONE(bias), KW_SSIZE(m), KW_INT(k),   KW_INT(o),
+                                       KW_INT(threads), KW_INT(variant)};
+#undef KW_ARGS
+static kw_table fp_gemm_kw = KW_TABLE("fp_gemm", fp_gemm_spec);
+
+static PyObject *py_fp_gemm(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames) {
     (void)self;
-    PyObject *ox, *ow, *oout, *osc, *obi;
-    Py_ssize_t M;
-    int K, O, threads, variant;
-    if (!PyArg_ParseTuple(args, "OOOOOniiii", &ox, &ow, &oout, &osc, &obi, &M, &K, &O, &threads,
-                          &variant))
-        return NULL;
+    fp_gemm_args a;
+    if (parse_kw(&fp_gemm_kw, args, nargs, kwnames, &a) < 0) return NULL;
+    const Py_ssize_t M = a.m;
+    const int K = a.k, O = a.o, variant = a.variant;
+    int threads = a.threads;
     if (variant < -1 || variant > gemm_kind()) {
         PyErr_Format(PyExc_ValueError, "_bkernels.fp_gemm: variant %d cannot run here", variant);
         return NULL;
@@ -1218,19 +1451,14 @@ static PyObject *py_fp_gemm(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "_bkernels.fp_gemm: invalid shape");
         return NULL;
     }
-    Py_buffer bx, bw, bo, bs, bb;
-    bw.obj = bo.obj = bs.obj = bb.obj = NULL;
-    if (get_buf(ox, &bx, 0, M * K * 4, "x", 0) < 0) return NULL;
-    if (get_buf(ow, &bw, 0, (Py_ssize_t)K * O * 4, "w", 0) < 0 ||
-        get_buf(oout, &bo, 1, M * O * 4, "out", 0) < 0 ||
-        get_buf(osc, &bs, 0, (Py_ssize_t)O * 4, "scale", 1) < 0 ||
-        get_buf(obi, &bb, 0, (Py_ssize_t)O * 4, "bias", 1) < 0) {
-        rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb);
-        return NULL;
-    }
-    const float *x = (const float *)bx.buf, *w = (const float *)bw.buf;
-    const float *sc = (const float *)bs.buf, *bi = (const float *)bb.buf;
-    float *out = (float *)bo.buf;
+    views_t vs = {.fn = "fp_gemm"};
+    PyObject *ret = NULL;
+    const float *x = get_buf(&vs, a.x, "x", T_F32, M * K, BUF_IN);
+    const float *w = get_buf(&vs, a.w, "w", T_F32, (Py_ssize_t)K * O, BUF_IN);
+    float *out = get_buf(&vs, a.out, "out", T_F32, M * O, BUF_OUT);
+    const float *sc = get_buf(&vs, a.scale, "scale", T_F32, O, BUF_OPTIONAL);
+    const float *bi = get_buf(&vs, a.bias, "bias", T_F32, O, BUF_OPTIONAL);
+    if (vs.failed) goto done;
     gemm_fn fn = gemm_rows_plain;
     (void)variant;
 #if BK_X86
@@ -1264,9 +1492,11 @@ static PyObject *py_fp_gemm(PyObject *self, PyObject *args) {
         free(acc);
     }
     Py_END_ALLOW_THREADS
-    rel(&bx); rel(&bw); rel(&bo); rel(&bs); rel(&bb);
-    if (fail) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    if (fail) PyErr_NoMemory();
+    else ret = Py_NewRef(Py_None);
+done:
+    views_release(&vs);
+    return ret;
 }
 
 static PyObject *py_gemm_kind(PyObject *self, PyObject *noargs) {
@@ -1275,31 +1505,42 @@ static PyObject *py_gemm_kind(PyObject *self, PyObject *noargs) {
     return PyLong_FromLong(gemm_kind());
 }
 
-/* cfb_nhwc(x, out, P, Cin, Cout, contiguous, threads): BiDense's channel-adaptive bypass on
- * NHWC float32 rows (P pixels): r = Cout / Cin copies of the row, then m = Cout % Cin means:
- * m - 1 regular means of g = Cin / m inputs (strided: channels j, j + (m-1), ...; contiguous:
- * channels j*g .. j*g + g - 1) and one mean of the remaining Cin - g*(m-1) inputs. Means are
- * float64 sums in channel order divided by the count, rounded once to float32 (the numpy
- * path's mean(dtype=float64)); pixels are independent, so threads cannot change a result. */
-static PyObject *py_cfb_nhwc(PyObject *self, PyObject *args) {
+/* cfb_nhwc(x=, out=, p=, cin=, cout=, contiguous=, threads=): BiDense's channel-adaptive bypass
+ * on NHWC float32 rows (p pixels, x (p, cin) -> out (p, cout)): r = Cout / Cin copies of the row,
+ * then m = Cout % Cin means: m - 1 regular means of g = Cin / m inputs (strided: channels j,
+ * j + (m-1), ...; contiguous: channels j*g .. j*g + g - 1) and one mean of the remaining
+ * Cin - g*(m-1) inputs. Means are float64 sums in channel order divided by the count, rounded
+ * once to float32 (the numpy path's mean(dtype=float64)); pixels are independent, so threads
+ * cannot change a result. */
+typedef struct {
+    PyObject *x, *out;
+    Py_ssize_t p;
+    int cin, cout, contiguous, threads;
+} cfb_args;
+
+#define KW_ARGS cfb_args
+static const kw_spec cfb_spec[] = {KW_OBJ(x),    KW_OBJ(out),        KW_SSIZE(p),    KW_INT(cin),
+                                   KW_INT(cout), KW_INT(contiguous), KW_INT(threads)};
+#undef KW_ARGS
+static kw_table cfb_kw = KW_TABLE("cfb_nhwc", cfb_spec);
+
+static PyObject *py_cfb_nhwc(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
     (void)self;
-    PyObject *ox, *oout;
-    Py_ssize_t P;
-    int Cin, Cout, contiguous, threads;
-    if (!PyArg_ParseTuple(args, "OOniiii", &ox, &oout, &P, &Cin, &Cout, &contiguous, &threads))
-        return NULL;
+    cfb_args a;
+    if (parse_kw(&cfb_kw, args, nargs, kwnames, &a) < 0) return NULL;
+    const Py_ssize_t P = a.p;
+    const int Cin = a.cin, Cout = a.cout, contiguous = a.contiguous;
+    int threads = a.threads;
     if (P < 0 || Cin < 1 || Cout < 1) {
         PyErr_SetString(PyExc_ValueError, "_bkernels.cfb_nhwc: invalid shape");
         return NULL;
     }
-    Py_buffer bx, bo;
-    if (get_buf(ox, &bx, 0, P * Cin * 4, "x", 0) < 0) return NULL;
-    if (get_buf(oout, &bo, 1, P * Cout * 4, "out", 0) < 0) {
-        rel(&bx);
-        return NULL;
-    }
-    const float *x = (const float *)bx.buf;
-    float *out = (float *)bo.buf;
+    views_t vs = {.fn = "cfb_nhwc"};
+    PyObject *ret = NULL;
+    const float *x = get_buf(&vs, a.x, "x", T_F32, P * Cin, BUF_IN);
+    float *out = get_buf(&vs, a.out, "out", T_F32, P * Cout, BUF_OUT);
+    if (vs.failed) goto done;
     const int r = Cout / Cin, m = Cout % Cin;
     const int g = m ? Cin / m : 0, nreg = m ? g * (m - 1) : 0;
     threads = clamp_threads(threads);
@@ -1328,8 +1569,10 @@ static PyObject *py_cfb_nhwc(PyObject *self, PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
-    rel(&bx); rel(&bo);
-    Py_RETURN_NONE;
+    ret = Py_NewRef(Py_None);
+done:
+    views_release(&vs);
+    return ret;
 }
 
 static PyObject *py_cpu_features(PyObject *self, PyObject *noargs) {
@@ -1374,15 +1617,19 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
     );
 }
 
+/* Keyword entry points (METH_FASTCALL functions are registered through a PyCFunction cast). */
+#define KW_METHOD(name, fn, doc)                                                                \
+    { name, (PyCFunction)(void (*)(void))fn, METH_FASTCALL | METH_KEYWORDS, doc }
+
 static PyMethodDef methods[] = {
-    {"conv2d", py_conv2d, METH_VARARGS, "Dense binary conv (see bidense.deploy.kernels)."},
-    {"depthwise2d", py_depthwise2d, METH_VARARGS, "Depthwise binary conv."},
-    {"pack_f32", py_pack_f32, METH_VARARGS, "Pack float32 rows to sign bits."},
-    {"pack_thresh", py_pack_thresh, METH_VARARGS, "Pack x < tau bits, count ties, |x - tau|."},
-    {"chan_sum", py_chan_sum, METH_VARARGS, "Per-channel float64 sums of NHWC float32 data."},
-    {"bilinear_nhwc", py_bilinear_nhwc, METH_VARARGS, "Bilinear resize of NHWC float32."},
-    {"fp_gemm", py_fp_gemm, METH_VARARGS, "Thread-count-independent float32 GEMM."},
-    {"cfb_nhwc", py_cfb_nhwc, METH_VARARGS, "BiDense CFB bypass on NHWC float32."},
+    KW_METHOD("conv2d", py_conv2d, "Dense binary conv (see bidense.runtime.kernels)."),
+    KW_METHOD("depthwise2d", py_depthwise2d, "Depthwise binary conv."),
+    KW_METHOD("pack_f32", py_pack_f32, "Pack float32 rows to sign bits."),
+    KW_METHOD("pack_thresh", py_pack_thresh, "Pack x < tau bits, count ties, |x - tau|."),
+    KW_METHOD("chan_sum", py_chan_sum, "Per-channel float64 sums of NHWC float32 data."),
+    KW_METHOD("bilinear_nhwc", py_bilinear_nhwc, "Bilinear resize of NHWC float32."),
+    KW_METHOD("fp_gemm", py_fp_gemm, "Thread-count-independent float32 GEMM."),
+    KW_METHOD("cfb_nhwc", py_cfb_nhwc, "BiDense CFB bypass on NHWC float32."),
     {"gemm_kind", py_gemm_kind, METH_NOARGS, "fp_gemm variant: 2 avx512, 1 avx2, 0 C."},
     {"cpu_features", py_cpu_features, METH_NOARGS, "Run-time CPU features."},
     {"path_supported", py_path_supported, METH_VARARGS, "Whether a kernel path runs here."},
@@ -1390,7 +1637,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_bkernels",
-                                    "Binary XOR-popcount kernels for bidense.deploy.", -1,
+                                    "Binary XOR-popcount kernels for bidense.runtime.", -1,
                                     methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__bkernels(void) { return PyModule_Create(&moddef); }

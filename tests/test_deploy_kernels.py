@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -445,3 +446,58 @@ def test_bad_inputs_raise_clear_errors():
         K.binary_conv2d_dab(xb, np.ones((1, 69)), wb, 70, 3)
     with pytest.raises(ValueError, match="unknown kernel backend"):
         K.binary_conv2d(xb, wb, 70, 3, backend="gpu")
+
+
+def test_extension_calls_are_checked():
+    """The C entry points take keywords only and check every buffer, naming the argument."""
+    ext = K._ext
+    if ext is None:
+        pytest.skip("compiled extension not built")
+    n, hw, c = 2, 3, 5
+    good = dict(x=np.zeros((n, hw, c), np.float32), out=np.empty((n, c)), n=n, hw=hw, c=c,
+                threads=1)
+    ext.chan_sum(**good)
+    ext.chan_sum(**dict(good, n=np.int64(n), c=np.int32(c)))  # __index__ integers are ints
+    no_threads = {k: v for k, v in good.items() if k != "threads"}
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        ext.chan_sum(*good.values())
+    with pytest.raises(TypeError, match="missing required keyword argument 'threads'"):
+        ext.chan_sum(**no_threads)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'thread'"):
+        ext.chan_sum(**no_threads, thread=1)
+    with pytest.raises(TypeError, match="integer"):
+        ext.chan_sum(**dict(good, threads=1.5))
+    with pytest.raises(ValueError, match="chan_sum: out has 9 float64 elements, expected 10"):
+        ext.chan_sum(**dict(good, out=np.empty(9)))
+    with pytest.raises(ValueError, match="chan_sum: x must hold float32"):
+        ext.chan_sum(**dict(good, x=np.zeros((n, hw, c))))
+    with pytest.raises(ValueError, match="chan_sum: x must be a C-contiguous float32 buffer"):
+        ext.chan_sum(**dict(good, x=np.zeros((c, hw, n), np.float32).T))
+    read_only = np.empty((n, c))
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="chan_sum: out must be a writable"):
+        ext.chan_sum(**dict(good, out=read_only))
+    with pytest.raises(ValueError, match="chan_sum: x is required"):
+        ext.chan_sum(**dict(good, x=None))
+
+    # conv2d: the optional epilogue operands default to None; a bad one fails after the others
+    # were acquired, and every view is released (an array.array cannot grow while exported)
+    h = w = 4
+    o, cw = 8, 2
+    conv = dict(x_bits=array("Q", [0]) * (n * h * w * cw), w_bits=np.zeros((o, 3, 3, cw),
+                np.uint64), out=np.empty((n, h, w, o), np.float32), n=n, h=h, w=w, c=70, o=o,
+                kh=3, kw=3, sh=1, sw=1, ph=1, pw=1, dh=1, dw=1, zero_pad=1,
+                scale=np.ones(o, np.float32), scale_per_n=0, bias=np.zeros(o, np.float32),
+                path=0, threads=1)
+    ext.conv2d(**conv)  # all bits 0: +1 inputs and weights, y = 70 * (number of valid taps)
+    taps = np.array([[4, 6, 6, 4], [6, 9, 9, 6], [6, 9, 9, 6], [4, 6, 6, 4]], np.float32)
+    np.testing.assert_array_equal(conv["out"], np.broadcast_to(70 * taps[:, :, None], (n, h, w, o)))
+    with pytest.raises(ValueError, match="conv2d: prelu has 7 float32 elements, expected 8"):
+        ext.conv2d(**conv, prelu=np.ones(7, np.float32))
+    with pytest.raises(ValueError, match="conv2d: w_bits must hold uint64"):
+        ext.conv2d(**dict(conv, w_bits=conv["w_bits"].view(np.int64)))
+    with pytest.raises(ValueError, match=r"depthwise2d: o \(8\) must equal c \(70\)"):
+        ext.depthwise2d(**conv)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'stride'"):
+        ext.conv2d(**conv, stride=1)
+    conv["x_bits"].append(0)

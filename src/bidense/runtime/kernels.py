@@ -29,6 +29,16 @@ numpy reference path used when the extension is not built). All integer results 
 every backend, and the float epilogue uses the same float32 operations everywhere, so the backends
 agree bit for bit. The depthwise kernel is a single ISA-independent C routine (bit-sliced counters)
 on every compiled backend.
+
+Calling the extension (``bidense.runtime._bkernels``, ``csrc/bkernels.c``): every entry point
+with more than one argument takes **keyword arguments only**, the fields of the ``*_args`` struct
+next to it in the C file; operands that may be ``None`` default to ``None``, the rest are
+required, and a positional, missing or misnamed argument raises ``TypeError``. Each call here
+spells its keywords out in one place (both conv entry points in ``_ext_conv``, from
+:class:`_Geometry` and :class:`_Epilogue`), so a new field cannot shift the others. Every array
+operand must be a C-contiguous buffer of the stated element type (uint64 bits, int64 indices,
+float32 or float64 data) holding exactly the element count its sizes imply (outputs writable);
+the extension raises ``ValueError`` naming the argument otherwise.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -225,6 +236,59 @@ def _prelu_args(prelu, prelu_pre, prelu_post, o: int):
     )
 
 
+class _Epilogue(NamedTuple):
+    """Checked float32 operands of the fused conv epilogue (:func:`epilogue_numpy`): ``y = dot *
+    scale + bias (+ bypass)``, then ``PReLU(y + pre; slope) + post`` when ``slope`` is set."""
+
+    scale: np.ndarray  # (O,), or (N, O) when per_n
+    per_n: bool
+    bias: np.ndarray  # (O,)
+    bypass: np.ndarray | None  # (N, Ho, Wo, O)
+    slope: np.ndarray | None  # (O,); pre and post (O,) only with it
+    pre: np.ndarray | None
+    post: np.ndarray | None
+
+    def apply(self, dot: np.ndarray) -> np.ndarray:
+        """The numpy path: the epilogue applied to float dot products ``(N, Ho, Wo, O)``."""
+        return epilogue_numpy(dot, self.scale, self.per_n, self.bias, self.bypass, self.slope,
+                              self.pre, self.post)
+
+    def channels(self, sl: slice) -> _Epilogue:
+        """The operands of output channels ``sl`` (one group of a grouped conv), contiguous."""
+
+        def part(a):
+            return None if a is None else np.ascontiguousarray(a[..., sl])
+
+        return self._replace(scale=part(self.scale), bias=part(self.bias),
+                             bypass=part(self.bypass), slope=part(self.slope),
+                             pre=part(self.pre), post=part(self.post))
+
+
+def _epilogue(scale, bias, bypass, prelu, prelu_pre, prelu_post, n: int, o: int,
+              out_hw: tuple[int, int]) -> _Epilogue:
+    scale_a, per_n, bias_a = _scale_bias(scale, bias, n, o)
+    byp = _opt(bypass, "bypass", (n, *out_hw, o))
+    slope, pre, post = _prelu_args(prelu, prelu_pre, prelu_post, o)
+    return _Epilogue(scale_a, per_n, bias_a, byp, slope, pre, post)
+
+
+class _Geometry(NamedTuple):
+    """A conv's window: kernel, stride, symmetric padding and dilation pairs, and whether padded
+    taps are zeros (PyTorch) rather than +1 inputs."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    zero_pad: bool
+
+    def out_size(self, h: int, w: int, what: str) -> tuple[int, int]:
+        """``(Ho, Wo)`` for an ``h x w`` input; ``ValueError`` (naming ``what``) if empty."""
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, \
+            self.dilation
+        return _out_size(h, kh, sh, ph, dh, what), _out_size(w, kw, sw, pw, dw, what)
+
+
 def _threads(threads: int) -> int:
     if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a positive int, got {threads!r}")
@@ -283,7 +347,8 @@ def pack_nhwc(x: np.ndarray, *, threads: int = 1, backend: str | None = None) ->
     xf = np.ascontiguousarray(x, dtype=np.float32)
     c = x.shape[-1]
     out = np.empty(x.shape[:-1] + (_words(c),), np.uint64)
-    _ext.pack_f32(xf, out, int(np.prod(x.shape[:-1])), c, threads, _PATH_ID[be])
+    _ext.pack_f32(x=xf, out=out, rows=int(np.prod(x.shape[:-1])), c=c, threads=threads,
+                  path=_PATH_ID[be])
     return out
 
 
@@ -333,10 +398,11 @@ def _windows(xs, kh, kw, sh, sw, dh, dw, ho, wo):
     return v[:, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw, :, ::dh, ::dw]
 
 
-def _np_dot(x_bits, w_bits, c, stride, padding, dilation, zero_pad, depthwise):
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+def _np_dot(x_bits, w_bits, c: int, geom: _Geometry, depthwise: bool) -> np.ndarray:
+    (sh, sw), (ph, pw), (dh, dw) = geom.stride, geom.padding, geom.dilation
     xs = unpack_nhwc(x_bits, c)
-    xs = np.pad(xs, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=0.0 if zero_pad else 1.0)
+    xs = np.pad(xs, ((0, 0), (ph, ph), (pw, pw), (0, 0)),
+                constant_values=0.0 if geom.zero_pad else 1.0)
     if depthwise:
         kh, kw = w_bits.shape[0], w_bits.shape[1]
         ws = unpack_nhwc(w_bits, c)  # (KH, KW, C)
@@ -353,7 +419,13 @@ def _np_dot(x_bits, w_bits, c, stride, padding, dilation, zero_pad, depthwise):
     return (cols @ ws.reshape(ws.shape[0], -1).T).reshape(n, ho, wo, -1)
 
 
-def epilogue_numpy(dot, scale, per_n, bias, bypass, slope, pre, post):
+def epilogue_numpy(dot: np.ndarray, scale: np.ndarray, per_n: bool, bias: np.ndarray,
+                   bypass: np.ndarray | None, slope: np.ndarray | None, pre: np.ndarray | None,
+                   post: np.ndarray | None) -> np.ndarray:
+    """The conv epilogue in numpy float32: ``y = dot * scale + bias (+ bypass)``, then ``y =
+    PReLU(y + pre; slope) + post`` when ``slope`` is given (``pre``/``post`` optional);
+    ``scale`` is ``(O,)`` or, with ``per_n``, ``(N, O)``. The compiled kernels' operations and
+    their order are the same, so both paths agree bit for bit."""
     s = scale[:, None, None, :] if per_n else scale
     y = dot.astype(np.float32) * s + bias
     if bypass is not None:
@@ -431,27 +503,18 @@ def binary_conv2d(
     if o < 1 or o % groups:
         raise ValueError(f"w_bits has {o} output channels, not a positive multiple of groups")
     n, h, w = x_bits.shape[:3]
-    ho = _out_size(h, kh, st[0], pad[0], dil[0], "binary_conv2d")
-    wo = _out_size(w, kw, st[1], pad[1], dil[1], "binary_conv2d")
-    scale_a, per_n, bias_a = _scale_bias(scale, bias, n, o)
-    byp = _opt(bypass, "bypass", (n, ho, wo, o))
-    slope, pre, post = _prelu_args(prelu, prelu_pre, prelu_post, o)
-    zero = pad_mode == "zero"
+    geom = _Geometry((kh, kw), st, pad, dil, pad_mode == "zero")
+    ep = _epilogue(scale, bias, bypass, prelu, prelu_pre, prelu_post, n, o,
+                   geom.out_size(h, w, "binary_conv2d"))
 
     if groups == 1:
-        return _dense(x_bits, w_bits, c, o, (kh, kw), st, pad, dil, zero, scale_a, per_n, bias_a,
-                      byp, slope, pre, post, threads, be)
+        return _dense(x_bits, w_bits, c, o, geom, ep, threads, be)
     if groups == c and o == c:
         # depthwise: bit 0 of each weight word -> channel-packed per tap (KH, KW, C/64)
         wd = _pack_bool((w_bits[:, :, :, 0] & np.uint64(1)).astype(bool).transpose(1, 2, 0))
         if be == "numpy":
-            dot = _np_dot(x_bits, wd, c, st, pad, dil, zero, True)
-            return epilogue_numpy(dot, scale_a, per_n, bias_a, byp, slope, pre, post)
-        out = np.empty((n, ho, wo, c), np.float32)
-        _ext.depthwise2d(x_bits, wd, out, n, h, w, c, kh, kw, st[0], st[1], pad[0], pad[1],
-                         dil[0], dil[1], int(zero), scale_a, int(per_n), bias_a, byp, pre, slope,
-                         post, threads)
-        return out
+            return ep.apply(_np_dot(x_bits, wd, c, geom, True))
+        return _ext_conv(_ext.depthwise2d, x_bits, wd, c, c, geom, ep, threads, be)
     # general groups: run each group as a dense conv on its own channel slice
     og = o // groups
     xs = None if cg % 64 == 0 else unpack_nhwc(x_bits, c) < 0
@@ -462,30 +525,35 @@ def binary_conv2d(
         else:
             xg = _pack_bool(xs[..., g * cg : (g + 1) * cg])
         sl = slice(g * og, (g + 1) * og)
-        parts.append(_dense(
-            xg, w_bits[sl], cg, og, (kh, kw), st, pad, dil, zero,
-            np.ascontiguousarray(scale_a[..., sl]), per_n, np.ascontiguousarray(bias_a[sl]),
-            None if byp is None else np.ascontiguousarray(byp[..., sl]),
-            *(None if a is None else np.ascontiguousarray(a[sl]) for a in (slope, pre, post)),
-            threads, be))
+        parts.append(_dense(xg, w_bits[sl], cg, og, geom, ep.channels(sl), threads, be))
     return np.concatenate(parts, axis=-1)
 
 
-def _dense(x_bits, w_bits, c, o, k, st, pad, dil, zero, scale, per_n, bias, byp, slope, pre,
-           post, threads, be):
+def _dense(x_bits, w_bits, c: int, o: int, geom: _Geometry, ep: _Epilogue, threads: int,
+           be: str) -> np.ndarray:
     if be == "numpy":
-        dot = _np_dot(x_bits, w_bits, c, st, pad, dil, zero, False)
-        return epilogue_numpy(dot, scale, per_n, bias, byp, slope, pre, post)
-    n, h, w = x_bits.shape[:3]
-    ho = (h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) // st[0] + 1
-    wo = (w + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) // st[1] + 1
+        return ep.apply(_np_dot(x_bits, w_bits, c, geom, False))
+    k, dil = geom.kernel, geom.dilation
     if max(k) > 64 or (dil[1] > 1 and k[0] * k[1] > 64):
         raise ValueError(f"binary_conv2d: kernel {k} with dilation {dil} is too large for the "
                          "compiled kernels (at most 64 per side, 64 taps when dilated)")
+    return _ext_conv(_ext.conv2d, x_bits, w_bits, c, o, geom, ep, threads, be)
+
+
+def _ext_conv(entry, x_bits, w_bits, c: int, o: int, geom: _Geometry, ep: _Epilogue,
+              threads: int, be: str) -> np.ndarray:
+    """Run ``_ext.conv2d`` or ``_ext.depthwise2d`` (they share their keywords; the depthwise
+    one has ``o == c``) into a new float32 ``(N, Ho, Wo, O)`` output. The one call site of
+    both; its keywords are spelled out rather than merged from dicts, which would cost more
+    than a small kernel's work."""
+    n, h, w = x_bits.shape[:3]
+    ho, wo = geom.out_size(h, w, "binary_conv2d")
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geom.kernel, geom.stride, geom.padding, geom.dilation
     out = np.empty((n, ho, wo, o), np.float32)
-    _ext.conv2d(x_bits, w_bits, out, n, h, w, c, o, k[0], k[1], st[0], st[1], pad[0], pad[1],
-                dil[0], dil[1], int(zero), scale, int(per_n), bias, byp, pre, slope, post,
-                _PATH_ID[be], threads)
+    entry(x_bits=x_bits, w_bits=w_bits, out=out, n=n, h=h, w=w, c=c, o=o, kh=kh, kw=kw, sh=sh,
+          sw=sw, ph=ph, pw=pw, dh=dh, dw=dw, zero_pad=int(geom.zero_pad), scale=ep.scale,
+          scale_per_n=int(ep.per_n), bias=ep.bias, bypass=ep.bypass, prelu=ep.slope,
+          prelu_pre=ep.pre, prelu_post=ep.post, path=_PATH_ID[be], threads=threads)
     return out
 
 
@@ -526,21 +594,20 @@ def binary_conv_transpose2d(
         raise ValueError(f"w_bits has kernel {w_bits.shape[:2]}, expected {(kh, kw)}")
     n, h, w = x_bits.shape[:3]
     o = w_bits.shape[2]
-    scale_a, per_n, bias_a = _scale_bias(scale, bias, n, o)
-    byp = _opt(bypass, "bypass", (n, h * kh, w * kw, o))
-    slope, pre, post = _prelu_args(prelu, prelu_pre, prelu_post, o)
+    ep = _epilogue(scale, bias, bypass, prelu, prelu_pre, prelu_post, n, o, (h * kh, w * kw))
     t = kh * kw
 
     def tile(a):
         return None if a is None else np.ascontiguousarray(np.tile(a, t))
 
-    s_t = np.ascontiguousarray(np.tile(scale_a, (1, t)) if per_n else np.tile(scale_a, t))
+    s_t = np.ascontiguousarray(np.tile(ep.scale, (1, t)) if ep.per_n else np.tile(ep.scale, t))
+    byp = ep.bypass
     if byp is not None:  # to the (N, H, W, KH, KW, O) order of the 1x1 conv's channels
         byp = np.ascontiguousarray(
             byp.reshape(n, h, kh, w, kw, o).transpose(0, 1, 3, 2, 4, 5).reshape(n, h, w, t * o))
     y = binary_conv2d(
-        x_bits, w_bits.reshape(t * o, 1, 1, -1), c, 1, scale=s_t, bias=tile(bias_a),
-        bypass=byp, prelu=tile(slope), prelu_pre=tile(pre), prelu_post=tile(post),
+        x_bits, w_bits.reshape(t * o, 1, 1, -1), c, 1, scale=s_t, bias=tile(ep.bias),
+        bypass=byp, prelu=tile(ep.slope), prelu_pre=tile(ep.pre), prelu_post=tile(ep.post),
         threads=threads, backend=be)
     return np.ascontiguousarray(
         y.reshape(n, h, w, kh, kw, o).transpose(0, 1, 3, 2, 4, 5).reshape(n, h * kh, w * kw, o))
@@ -590,11 +657,9 @@ def binary_conv2d_dab(
     n, h, w = x_bits.shape[:3]
     o = w_bits.shape[0]
     al = _check_float(alpha, "alpha", (n, c))
-    ho = _out_size(h, kh, st[0], pad[0], dil[0], "binary_conv2d_dab")
-    wo = _out_size(w, kw, st[1], pad[1], dil[1], "binary_conv2d_dab")
-    scale_a, per_n, bias_a = _scale_bias(scale, bias, n, o)
-    byp = _opt(bypass, "bypass", (n, ho, wo, o))
-    slope, pre, post = _prelu_args(prelu, prelu_pre, prelu_post, o)
+    geom = _Geometry((kh, kw), st, pad, dil, pad_mode == "zero")
+    ho, wo = geom.out_size(h, w, "binary_conv2d_dab")
+    ep = _epilogue(scale, bias, bypass, prelu, prelu_pre, prelu_post, n, o, (ho, wo))
     xs = unpack_nhwc(x_bits, c) * al[:, None, None, :]
     if pad_mode == "zero":
         xs = np.pad(xs, ((0, 0), pad[:1] * 2, pad[1:] * 2, (0, 0)))
@@ -605,8 +670,7 @@ def binary_conv2d_dab(
     win = _windows(xs, kh, kw, st[0], st[1], dil[0], dil[1], ho, wo)
     cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
     ws = unpack_nhwc(w_bits, c).reshape(o, -1)
-    dot = (cols @ ws.T).reshape(n, ho, wo, o)
-    return epilogue_numpy(dot, scale_a, per_n, bias_a, byp, slope, pre, post)
+    return ep.apply((cols @ ws.T).reshape(n, ho, wo, o))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -641,8 +705,9 @@ def pack_threshold(
         return bits, ties, dev
     bits = np.empty((n, h, w, _words(c)), np.uint64)
     dev = np.empty((n, c), np.float64) if absdev else None
-    ties = _ext.pack_thresh(xs, t, bits, dev, n, h * w, c, int(t is not None and t.ndim == 2),
-                            _threads(threads), _PATH_ID[backend()])
+    ties = _ext.pack_thresh(x=xs, tau=t, out=bits, dev=dev, n=n, hw=h * w, c=c,
+                            per_n=int(t is not None and t.ndim == 2), threads=_threads(threads),
+                            path=_PATH_ID[backend()])
     return bits, int(ties), dev
 
 
@@ -653,7 +718,7 @@ def channel_sum(xs: np.ndarray, *, threads: int = 1) -> np.ndarray:
     if _ext is None:
         return xs.sum(axis=(1, 2), dtype=np.float64)
     out = np.empty((n, c), np.float64)
-    _ext.chan_sum(xs, out, n, h * w, c, _threads(threads))
+    _ext.chan_sum(x=xs, out=out, n=n, hw=h * w, c=c, threads=_threads(threads))
     return out
 
 
@@ -666,17 +731,17 @@ def bilinear_nhwc(xs: np.ndarray, h0: np.ndarray, h1: np.ndarray, lh: np.ndarray
     n, h, w, c = xs.shape
     oh, ow = len(h0), len(w0)
     xs = np.ascontiguousarray(xs, np.float32)
-    idx = [np.ascontiguousarray(a, np.int64) for a in (h0, h1, w0, w1)]
+    h0, h1, w0, w1 = (np.ascontiguousarray(a, np.int64) for a in (h0, h1, w0, w1))
     lh = np.ascontiguousarray(lh, np.float32)
     lw = np.ascontiguousarray(lw, np.float32)
     if _ext is None:
-        top = (np.take(xs, idx[0], axis=1) * (np.float32(1) - lh)[:, None, None]
-               + np.take(xs, idx[1], axis=1) * lh[:, None, None])
-        return (np.take(top, idx[2], axis=2) * (np.float32(1) - lw)[:, None]
-                + np.take(top, idx[3], axis=2) * lw[:, None]).astype(np.float32)
+        top = (np.take(xs, h0, axis=1) * (np.float32(1) - lh)[:, None, None]
+               + np.take(xs, h1, axis=1) * lh[:, None, None])
+        return (np.take(top, w0, axis=2) * (np.float32(1) - lw)[:, None]
+                + np.take(top, w1, axis=2) * lw[:, None]).astype(np.float32)
     out = np.empty((n, oh, ow, c), np.float32)
-    _ext.bilinear_nhwc(xs, out, idx[0], idx[1], lh, idx[2], idx[3], lw, n, h, w, c, oh, ow,
-                       _threads(threads))
+    _ext.bilinear_nhwc(x=xs, out=out, h0=h0, h1=h1, lh=lh, w0=w0, w1=w1, lw=lw, n=n, h=h, w=w,
+                       c=c, oh=oh, ow=ow, threads=_threads(threads))
     return out
 
 
@@ -707,7 +772,8 @@ def fp_gemm(a: np.ndarray, w: np.ndarray, scale: np.ndarray | None = None,
             y = y + bi
         return y.astype(np.float32, copy=False)
     out = np.empty((m, o), np.float32)
-    _ext.fp_gemm(a, w, out, sc, bi, m, k, o, _threads(threads), int(variant))
+    _ext.fp_gemm(x=a, w=w, out=out, m=m, k=k, o=o, scale=sc, bias=bi, threads=_threads(threads),
+                 variant=int(variant))
     return out
 
 
@@ -730,8 +796,8 @@ def cfb_nhwc(xs: np.ndarray, c_out: int, grouping: str, *, threads: int = 1) -> 
     xs = np.ascontiguousarray(xs, np.float32)
     n, h, w, c = xs.shape
     out = np.empty((n, h, w, int(c_out)), np.float32)
-    _ext.cfb_nhwc(xs, out, n * h * w, c, int(c_out), int(grouping == "contiguous"),
-                  _threads(threads))
+    _ext.cfb_nhwc(x=xs, out=out, p=n * h * w, cin=c, cout=int(c_out),
+                  contiguous=int(grouping == "contiguous"), threads=_threads(threads))
     return out
 
 
