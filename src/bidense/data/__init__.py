@@ -6,9 +6,11 @@ and ``class_names``. Build one by name with :func:`build_dataset`.
 """
 
 from .base import DenseDataset, Sample
+from .check import DatasetLayout, DatasetReport, check_dataset, dataset_layouts
 from .depth import DepthFileList, KITTIDepth, NYUv2, NYUv2BTS, kb_crop_box
 from .errors import DatasetError, DatasetFileNotFoundError
-from .folder import ImageLabelFolder
+from .folder import ImageLabelFolder, split_folders
+from .io import collect_problems
 from .registry import DATASETS, build_dataset, list_datasets
 from .saliency import DUTS, ECSSD, KITTIRoad, SaliencyFolder, kitti_road_gt_to_mask
 from .segmentation import (
@@ -34,6 +36,8 @@ __all__ = [
     "DUTS",
     "DatasetError",
     "DatasetFileNotFoundError",
+    "DatasetLayout",
+    "DatasetReport",
     "DenseDataset",
     "DepthFileList",
     "ECSSD",
@@ -51,13 +55,17 @@ __all__ = [
     "VOC_CLASSES",
     "Cityscapes",
     "build_dataset",
+    "check_dataset",
     "cityscapes_label_to_train",
+    "collect_problems",
+    "dataset_layouts",
     "eval_transforms",
     "generate_scenes",
     "kb_crop_box",
     "kitti_road_gt_to_mask",
     "list_datasets",
     "render_scene",
+    "split_folders",
     "train_transforms",
     "voc_palette",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 
 from .base import DenseDataset, Sample, resolve_root
 from .errors import DatasetError
-from .io import check_exists, read_depth_png, read_rgb
+from .io import check_exists, read_depth_png, read_rgb, report_problem
 
 __all__ = ["NYUv2", "DepthFileList", "NYUv2BTS", "KITTIDepth", "kb_crop_box"]
 
@@ -144,23 +144,26 @@ class DepthFileList(DenseDataset):
             if not parts:
                 continue
             if len(parts) < 2:
-                raise DatasetError(f"{self.list_file}:{i}: expected 'rgb depth [focal]', "
-                                   f"got {line.strip()!r}")
+                report_problem(DatasetError(f"{self.list_file}:{i}: expected 'rgb depth [focal]', "
+                                            f"got {line.strip()!r}"))
+                continue
             img = self.data_path / parts[0].lstrip("/")
             gt = None if parts[1] == "None" else self.gt_path / parts[1].lstrip("/")
             try:
                 focal = float(parts[2]) if len(parts) > 2 else float("nan")
             except ValueError:
-                raise DatasetError(f"{self.list_file}:{i}: focal {parts[2]!r} is not a number"
-                                   ) from None
+                report_problem(DatasetError(
+                    f"{self.list_file}:{i}: focal {parts[2]!r} is not a number"))
+                continue
             if gt is None:
                 self.num_missing_gt += 1
                 if missing_gt == "skip":
                     continue
-            if check_files:
-                for p in (img, gt):
-                    if p is not None and not p.exists():
-                        raise DatasetError(f"{self.list_file}:{i}: {p} not found")
+            missing = [p for p in (img, gt) if check_files and p is not None and not p.exists()]
+            for p in missing:
+                report_problem(DatasetError(f"{self.list_file}:{i}: {p} not found"))
+            if missing:
+                continue
             name = parts[0].lstrip("/").rsplit(".", 1)[0]
             self.samples.append(Sample(name, img, gt, {"focal": focal}))
         self._require_samples(self.list_file)

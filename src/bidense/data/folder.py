@@ -15,24 +15,44 @@ from .io import (
     IMAGE_EXTENSIONS,
     check_exists,
     find_by_stem,
+    pair_by_stem,
     read_binary_mask,
     read_depth_png,
     read_label,
     read_rgb,
 )
 
-__all__ = ["ImageLabelFolder"]
+__all__ = ["ImageLabelFolder", "split_folders"]
+
+
+def split_folders(root: Path, split: str, image_dir: str = "images",
+                  label_dir: str = "labels") -> tuple[Path, Path]:
+    """The ``(image folder, label folder)`` of ``split`` under ``root``.
+
+    Images-first ``root/image_dir/<split>`` or split-first ``root/<split>/image_dir`` when that
+    folder exists (both existing is a :class:`DatasetError`: which one is meant is not clear),
+    else the flat ``root/image_dir``. A split folder wins over flat files beside it.
+    """
+    layouts = [(root / image_dir / split, root / label_dir / split),
+               (root / split / image_dir, root / split / label_dir)]
+    found = [pair for pair in layouts if pair[0].is_dir()]
+    if len(found) > 1:
+        raise DatasetError(f"{root}: both {found[0][0]} and {found[1][0]} exist; keep one "
+                           f"layout for split {split!r}")
+    return found[0] if found else (root / image_dir, root / label_dir)
 
 
 class ImageLabelFolder(DenseDataset):
-    """Images in ``root/image_dir`` paired by stem with labels in ``root/label_dir``.
+    """``root/images[/<split>]`` or ``root/<split>/images``, paired by stem with ``labels`` alike.
 
-    If ``root/image_dir/<split>`` exists the split subfolders are used (``images/train`` with
-    ``labels/train``). Labels by task: ``seg`` one-channel PNG class ids (``num_classes`` required,
-    values checked, ``ignore_index`` allowed); ``depth`` uint16 PNG / ``depth_scale`` or ``.npy``
-    float metres; ``saliency`` mask > 128; ``road`` one-channel PNG with 0 = not road, any other
-    value = road, except ``ignore_index`` (255) = don't care. ``label_suffix`` is stripped from
-    label stems (e.g. ``"_mask"``).
+    Three layouts (:func:`split_folders`): images-first ``root/image_dir/<split>`` with
+    ``root/label_dir/<split>``, or split-first ``root/<split>/image_dir`` with
+    ``root/<split>/label_dir`` (both at once is an error); else flat ``root/image_dir`` with
+    ``root/label_dir`` (the split is only a name). Labels by task: ``seg`` one-channel PNG class
+    ids (``num_classes`` required, values checked, ``ignore_index`` allowed); ``depth`` uint16 PNG
+    / ``depth_scale`` or ``.npy`` float metres; ``saliency`` mask > 128; ``road`` one-channel PNG
+    with 0 = not road, any other value = road, except ``ignore_index`` (255) = don't care.
+    ``label_suffix`` is stripped from label stems (e.g. ``"_mask"``).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", task: str = "seg",
@@ -51,20 +71,11 @@ class ImageLabelFolder(DenseDataset):
         self.ignore_index = ignore_index
         self.class_names = tuple(class_names) if class_names is not None else None
         self.depth_scale = depth_scale
-        img_dir, lab_dir = self.root / image_dir, self.root / label_dir
-        if (img_dir / split).is_dir():
-            img_dir, lab_dir = img_dir / split, lab_dir / split
+        img_dir, lab_dir = split_folders(self.root, split, image_dir, label_dir)
         images = find_by_stem(img_dir, image_exts)
         labels = find_by_stem(lab_dir, label_exts, suffix=label_suffix)
-        missing = sorted(set(images) - set(labels))
-        if missing:
-            raise DatasetError(f"{lab_dir}: no label for image {images[missing[0]]} "
-                               f"({len(missing)} image(s) without a label)")
-        orphans = sorted(set(labels) - set(images))
-        if orphans:
-            raise DatasetError(f"{img_dir}: no image for label {labels[orphans[0]]} "
-                               f"({len(orphans)} label(s) without an image)")
-        self.samples = [Sample(k, images[k], labels[k]) for k in sorted(images)]
+        keys = pair_by_stem(images, labels, img_dir, lab_dir)
+        self.samples = [Sample(k, images[k], labels[k]) for k in keys]
         self._require_samples(img_dir)
 
     def read_image(self, sample: Sample) -> np.ndarray:  # noqa: D102

@@ -2,12 +2,18 @@
 
 Every reader raises a one-line :class:`~bidense.data.errors.DatasetError` (or
 :class:`~bidense.data.errors.DatasetFileNotFoundError`) that names the file and the problem.
+Problems found while *listing* a dataset (a broken link, an unpaired file, a list line naming a
+missing file) go through :func:`report_problem`, which raises, or records the problem and lets
+the dataset skip that sample inside :func:`collect_problems` (what ``bidense datasets check``
+uses to report every problem in one run).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +27,10 @@ __all__ = [
     "check_same_size",
     "check_seg_labels",
     "check_finite_depth",
+    "collect_problems",
     "find_by_stem",
+    "pair_by_stem",
+    "report_problem",
     "open_image",
     "read_rgb",
     "read_label",
@@ -30,6 +39,34 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+#: The list :func:`collect_problems` records into (None: :func:`report_problem` raises).
+_PROBLEMS: ContextVar[list[DatasetError] | None] = ContextVar("bidense_data_problems",
+                                                              default=None)
+
+
+@contextmanager
+def collect_problems() -> Iterator[list[DatasetError]]:
+    """Record listing problems instead of raising the first one, for the ``with`` block.
+
+    Inside the block, :func:`report_problem` appends to the yielded list and the dataset being
+    built skips the affected sample, so one run sees every broken link, unpaired file and missing
+    list entry. Problems that leave nothing to list (a missing root, an empty split) still raise.
+    """
+    problems: list[DatasetError] = []
+    token = _PROBLEMS.set(problems)
+    try:
+        yield problems
+    finally:
+        _PROBLEMS.reset(token)
+
+
+def report_problem(error: DatasetError) -> None:
+    """Raise ``error``; inside :func:`collect_problems` record it (the caller skips the sample)."""
+    problems = _PROBLEMS.get()
+    if problems is None:
+        raise error
+    problems.append(error)
 
 
 def check_exists(path: str | os.PathLike, what: str = "file") -> Path:
@@ -138,7 +175,8 @@ def find_by_stem(folder: str | os.PathLike, extensions: Iterable[str] = IMAGE_EX
     Raises :class:`DatasetFileNotFoundError` if the folder is missing and :class:`DatasetError` if
     two files share a stem (e.g. ``a.jpg`` and ``a.png``), since pairing would be ambiguous, or if
     a file with one of the extensions is a broken link (skipping it would drop its pair without a
-    word).
+    word). Inside :func:`collect_problems` those two are recorded; the broken link and the later
+    file of a shared stem are left out.
     """
     d = check_exists(folder, "folder")
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
@@ -148,7 +186,9 @@ def find_by_stem(folder: str | os.PathLike, extensions: Iterable[str] = IMAGE_EX
         if p.suffix.lower() not in exts:
             continue
         if p.is_symlink() and not p.exists():
-            raise DatasetError(f"{p}: broken link (its target {os.readlink(p)} does not exist)")
+            report_problem(DatasetError(
+                f"{p}: broken link (its target {os.readlink(p)} does not exist)"))
+            continue
         if not p.is_file():
             continue
         stem = p.stem
@@ -159,9 +199,39 @@ def find_by_stem(folder: str | os.PathLike, extensions: Iterable[str] = IMAGE_EX
         if recursive:
             stem = str(p.parent.relative_to(d) / stem)
         if stem in out:
-            raise DatasetError(f"{p}: two files share the stem {stem!r} (also {out[stem]})")
+            report_problem(DatasetError(
+                f"{p}: two files share the stem {stem!r} (also {out[stem]})"))
+            continue
         out[stem] = p
     return out
+
+
+def pair_by_stem(images: dict[str, Path], labels: dict[str, Path], image_dir: Path,
+                 label_dir: Path, label: str = "label", orphans: bool = True) -> list[str]:
+    """The sorted stems found in both ``images`` and ``labels`` (maps from :func:`find_by_stem`).
+
+    An image without a label is a :class:`DatasetError` naming the first one and the count, and
+    so is a label without an image when ``orphans`` is set; ``label`` names the target in the
+    message ("mask"). Inside :func:`collect_problems` every unpaired file is recorded on its own.
+    """
+    _report_unpaired([images[k] for k in sorted(images.keys() - labels.keys())], label_dir,
+                     "image", label)
+    if orphans:
+        _report_unpaired([labels[k] for k in sorted(labels.keys() - images.keys())], image_dir,
+                         label, "image")
+    return sorted(images.keys() & labels.keys())
+
+
+def _report_unpaired(paths: list[Path], folder: Path, kind: str, missing: str) -> None:
+    """The ``kind`` files ``paths`` have no ``missing`` file of the same stem in ``folder``."""
+    if not paths:
+        return
+    if _PROBLEMS.get() is None:
+        article = "an" if missing[0] in "aeiou" else "a"
+        raise DatasetError(f"{folder}: no {missing} for {kind} {paths[0]} "
+                           f"({len(paths)} {kind}(s) without {article} {missing})")
+    for path in paths:
+        report_problem(DatasetError(f"{path}: no {missing} of the same stem in {folder}"))
 
 
 def as_size(size: int | Sequence[int]) -> tuple[int, int]:

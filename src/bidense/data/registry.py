@@ -14,7 +14,7 @@ from .saliency import DUTS, ECSSD, KITTIRoad, SaliencyFolder
 from .segmentation import ADE20K, VOC2012, Cityscapes
 from .synthetic import SyntheticScenes
 
-__all__ = ["DATASETS", "build_dataset", "list_datasets"]
+__all__ = ["DATASETS", "build_dataset", "canonical_name", "list_datasets"]
 
 _ALL_TASKS = tuple(tasks.TASKS)
 
@@ -43,6 +43,15 @@ def list_datasets() -> dict[str, tuple[str, ...]]:
     return {k: v[1] for k, v in DATASETS.items()}
 
 
+def canonical_name(name: str) -> str:
+    """The :data:`DATASETS` key of ``name`` (case, ``-`` and aliases such as ``voc`` resolved)."""
+    key = name.lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    return key
+
+
 def build_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train",
                   task: str | None = None, transform: Callable[..., Any] | None = None,
                   **kw: Any) -> DenseDataset:
@@ -53,10 +62,7 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, split: str =
     ``seed`` always means the *augmentation* seed; for ``synthetic`` it is passed on as
     ``aug_seed`` and the scene-generation seed is ``data_seed`` (default 0).
     """
-    key = name.lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    key = canonical_name(name)
     cls, served = DATASETS[key]
     task = task or served[0]
     if task not in served:

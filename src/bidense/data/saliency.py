@@ -11,13 +11,20 @@ import numpy as np
 
 from .base import DenseDataset, Sample, resolve_root
 from .errors import DatasetError
-from .io import IMAGE_EXTENSIONS, find_by_stem, read_binary_mask, read_rgb
+from .io import (
+    IMAGE_EXTENSIONS,
+    find_by_stem,
+    pair_by_stem,
+    read_binary_mask,
+    read_rgb,
+    report_problem,
+)
 
 __all__ = ["SaliencyFolder", "ECSSD", "DUTS", "KITTIRoad", "kitti_road_gt_to_mask"]
 
 
 class SaliencyFolder(DenseDataset):
-    """Image/mask pairs matched by file stem: ``root/image_dir/*`` with ``root/mask_dir/*``.
+    """``root/<image_dir>/*`` + ``root/<mask_dir>/*`` (default ``images``, ``masks``) by stem.
 
     Folder names and extensions are configurable because SOD repositories rename them freely
     (``Imgs``, ``GT``, ``mask``, ...). Masks are binarised as ``mask > 128`` (PySODMetrics). With
@@ -37,11 +44,9 @@ class SaliencyFolder(DenseDataset):
         img_dir, msk_dir = self.root / image_dir, self.root / mask_dir
         images = find_by_stem(img_dir, image_exts)
         masks = find_by_stem(msk_dir, mask_exts, suffix=mask_suffix)
-        missing = sorted(set(images) - set(masks))
-        if missing and strict:
-            raise DatasetError(f"{msk_dir}: no mask for image {images[missing[0]]} "
-                               f"({len(missing)} image(s) without a mask)")
-        self.samples = [Sample(k, images[k], masks[k]) for k in sorted(images) if k in masks]
+        keys = (pair_by_stem(images, masks, img_dir, msk_dir, "mask", orphans=False) if strict
+                else sorted(images.keys() & masks.keys()))
+        self.samples = [Sample(k, images[k], masks[k]) for k in keys]
         self._require_samples(img_dir)
 
     def read_image(self, sample: Sample) -> np.ndarray:  # noqa: D102
@@ -88,9 +93,9 @@ def kitti_road_gt_to_mask(gt: np.ndarray, ignore_index: int = 255) -> np.ndarray
 
 
 class KITTIRoad(DenseDataset):
-    """KITTI Road (``data_road``), perspective view.
+    """``data_road/{training,testing}/image_2/*.png`` + ``training/gt_image_2/<cat>_road_*.png``.
 
-    Images ``training/image_2/{um,umm,uu}_0000NN.png``, GT
+    KITTI Road, perspective view. Images ``training/image_2/{um,umm,uu}_0000NN.png``, GT
     ``training/gt_image_2/{cat}_road_0000NN.png`` (magenta road, red non-road, black don't care
     -> 255). KITTI gives no test GT, so validation is a seeded carve of training: a
     ``val_fraction`` of each category (``seed``) goes to ``split="val"``, the rest to ``"train"``;
@@ -132,7 +137,9 @@ class KITTIRoad(DenseDataset):
                     idx = k.rsplit("_", 1)[1]
                     gt = gt_dir / f"{cat}_road_{idx}.png"
                     if not gt.exists():
-                        raise DatasetError(f"{gt}: road GT for image {images[k]} not found")
+                        report_problem(DatasetError(
+                            f"{gt}: road GT for image {images[k]} not found"))
+                        continue
                 chosen.append(Sample(k, images[k], gt))
         self.samples = chosen
         self._require_samples(img_dir)

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .base import DenseDataset, Sample, resolve_root
-from .errors import DatasetError
-from .io import check_exists, find_by_stem, open_image, read_label, read_rgb
+from .errors import DatasetError, DatasetFileNotFoundError
+from .io import (
+    check_exists,
+    find_by_stem,
+    open_image,
+    pair_by_stem,
+    read_label,
+    read_rgb,
+    report_problem,
+)
 
 __all__ = [
     "ADE20K",
@@ -20,6 +27,9 @@ __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_LABEL_TO_TRAIN",
     "cityscapes_label_to_train",
+    "NYU40_CLASSES",
+    "NYU894_TO_40",
+    "nyu40_labels",
     "VOC2012",
     "VOC_CLASSES",
     "voc_palette",
@@ -65,6 +75,73 @@ VOC_CLASSES: tuple[str, ...] = (
 )
 
 
+#: The NYUv2-40 classes of Gupta, Arbelaez and Malik (CVPR 2013), in their order (40-class id
+#: k + 1 is index k here); names as in their ``classMapping40.mat``, spelling included.
+NYU40_CLASSES: tuple[str, ...] = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+    "picture", "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror",
+    "floor mat", "clothes", "ceiling", "books", "refridgerator", "television", "paper", "towel",
+    "shower curtain", "box", "whiteboard", "person", "night stand", "toilet", "sink", "lamp",
+    "bathtub", "bag", "otherstructure", "otherfurniture", "otherprop",
+)
+
+#: Gupta et al.'s ``mapClass`` (``classMapping40.mat``): entry i is the 1-based NYU40 class of
+#: the raw NYUv2 label i + 1 (the 894 ``names`` of ``nyu_depth_v2_labeled.mat``). Classes 1-37
+#: each take exactly one raw label; 38-40 (other structure / furniture / prop) take the rest.
+NYU894_TO_40: tuple[int, ...] = (
+    40, 40, 3, 22, 5, 40, 12, 38, 40, 40, 2, 39, 40, 40, 26, 40, 24, 40, 7, 40, 1, 40, 40, 34, 38,
+    29, 40, 8, 40, 40, 40, 40, 38, 40, 40, 14, 40, 38, 40, 40, 40, 15, 39, 40, 30, 40, 40, 39, 40,
+    39, 38, 40, 38, 40, 37, 40, 38, 38, 9, 40, 40, 38, 40, 11, 38, 40, 40, 40, 40, 40, 40, 40, 40,
+    40, 40, 40, 40, 40, 38, 13, 40, 40, 6, 40, 23, 40, 39, 10, 16, 40, 40, 40, 40, 38, 40, 40, 40,
+    40, 40, 40, 40, 40, 40, 38, 40, 39, 40, 40, 40, 40, 39, 38, 40, 40, 40, 40, 40, 40, 18, 40, 40,
+    19, 28, 33, 40, 40, 40, 40, 40, 40, 40, 40, 40, 38, 27, 36, 40, 40, 40, 40, 21, 40, 20, 35, 40,
+    40, 40, 40, 40, 40, 40, 40, 38, 40, 40, 40, 4, 32, 40, 40, 39, 40, 39, 40, 40, 40, 40, 40, 17,
+    40, 40, 25, 40, 39, 40, 40, 40, 40, 40, 40, 40, 40, 39, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40,
+    40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 39, 40, 40, 40, 40, 40, 40, 40, 40, 40, 39, 38, 38, 40,
+    40, 39, 40, 39, 40, 38, 39, 38, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 39, 40, 38, 40, 40, 38,
+    38, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 38, 40, 40, 40, 40, 40, 39, 40, 40, 40,
+    40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 39, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40,
+    40, 39, 40, 40, 40, 38, 40, 40, 39, 40, 40, 38, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 39,
+    40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 31, 40, 40, 40, 40, 40, 40,
+    40, 38, 40, 40, 38, 39, 39, 40, 40, 40, 40, 40, 40, 40, 40, 40, 38, 40, 39, 40, 40, 39, 40, 40,
+    40, 38, 40, 40, 40, 40, 40, 40, 40, 40, 38, 39, 40, 40, 40, 40, 40, 40, 38, 40, 40, 40, 40, 40,
+    40, 40, 40, 40, 40, 40, 38, 39, 40, 40, 40, 40, 40, 40, 40, 39, 40, 40, 40, 40, 40, 40, 38, 40,
+    40, 40, 38, 40, 39, 40, 40, 40, 39, 39, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 39, 40, 40, 40,
+    40, 40, 40, 40, 40, 40, 40, 40, 40, 39, 39, 40, 40, 39, 39, 40, 40, 40, 40, 38, 40, 40, 38, 39,
+    39, 40, 39, 40, 39, 38, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 39, 40, 38, 40, 39, 40, 40,
+    40, 40, 40, 39, 39, 40, 40, 40, 40, 40, 40, 39, 39, 40, 40, 38, 39, 39, 40, 40, 40, 40, 40, 40,
+    40, 40, 40, 39, 39, 40, 40, 40, 40, 39, 40, 40, 40, 40, 40, 39, 40, 40, 39, 40, 40, 40, 40, 40,
+    40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 39, 38, 40, 40, 40, 40, 40, 40, 40, 39, 38, 39, 40, 38,
+    39, 40, 39, 40, 39, 40, 40, 40, 40, 40, 40, 40, 40, 38, 40, 40, 40, 40, 40, 38, 40, 40, 39, 40,
+    40, 40, 39, 40, 38, 40, 40, 40, 40, 40, 40, 40, 40, 38, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40,
+    40, 40, 40, 40, 40, 40, 39, 38, 40, 40, 38, 40, 40, 38, 40, 40, 40, 40, 40, 40, 40, 40, 40, 39,
+    40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 38, 40, 40, 38, 40, 40, 40, 40,
+    40, 40, 40, 40, 40, 40, 40, 38, 38, 38, 40, 40, 40, 38, 40, 40, 40, 38, 38, 40, 40, 40, 40, 40,
+    40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 38, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40,
+    40, 40, 38, 40, 38, 39, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40,
+    40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 39, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40,
+    40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40,
+    39, 40, 39, 40, 40, 40, 40, 38, 38, 40, 40, 40, 38, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40,
+    40, 40, 40, 39, 40, 40, 39, 40, 40, 39, 39, 40, 40, 40, 40, 40, 40, 40, 40, 39, 39, 39, 40, 40,
+    40, 40, 39, 40, 40, 40, 40, 40, 40, 40, 40, 39, 40, 40, 40, 40, 40, 39, 40, 40, 40, 40, 40, 40,
+    40, 40, 40, 40, 40, 40, 40, 40, 38, 40, 40, 40, 40, 40, 40, 40, 39, 40, 40, 38, 40, 39, 40, 40,
+    40, 40, 38, 40, 40, 40, 40, 40, 38, 40, 40, 40, 40, 40, 40, 40, 39, 40, 40, 40, 40, 40, 40, 40,
+    40, 40, 39, 40, 40,
+)  # fmt: skip
+
+
+_NYU40_LUT = np.array((255,) + tuple(c - 1 for c in NYU894_TO_40), dtype=np.int64)
+
+
+def nyu40_labels(raw_labels: np.ndarray) -> np.ndarray:
+    """Raw NYUv2 labels (0 = unlabeled, 1..894) -> NYU40 class ids 0..39, unlabeled -> 255."""
+    raw = np.asarray(raw_labels).astype(np.int64)
+    bad = raw[(raw < 0) | (raw >= len(_NYU40_LUT))]
+    if bad.size:
+        raise DatasetError(f"NYUv2 label {int(bad[0])} outside [0, {len(NYU894_TO_40)}]")
+    return _NYU40_LUT[raw]
+
+
 def cityscapes_label_to_train(label_ids: np.ndarray) -> np.ndarray:
     """Map Cityscapes labelIds (0..33; -1 or 255 for the licence plate) to trainIds (255 ignore)."""
     lut = np.full(256, 255, dtype=np.int64)
@@ -88,16 +165,8 @@ def voc_palette(n: int = 256) -> np.ndarray:
     return pal
 
 
-def _pairs(images: dict[str, Path], labels: dict[str, Path], label_dir: Path) -> list[Sample]:
-    missing = sorted(set(images) - set(labels))
-    if missing:
-        raise DatasetError(f"{label_dir}: no label for image {images[missing[0]]} "
-                           f"({len(missing)} image(s) without a label)")
-    return [Sample(k, images[k], labels[k]) for k in sorted(images)]
-
-
 class ADE20K(DenseDataset):
-    """ADE20K SceneParsing 2016: ``ADEChallengeData2016/{images,annotations}/{training,val..}``.
+    """``ADEChallengeData2016/{images,annotations}/{training,validation}`` (SceneParsing 2016).
 
     Labels are 0..150 with 0 = "other". With ``reduce_zero_label`` (default, the mmseg/paper
     convention) 0 -> 255 (ignore) and k -> k - 1, giving 150 classes; otherwise the raw 0..150
@@ -119,7 +188,8 @@ class ADE20K(DenseDataset):
         img_dir, ann_dir = self.root / "images" / sub, self.root / "annotations" / sub
         images = find_by_stem(img_dir, (".jpg", ".jpeg", ".png"))
         labels = find_by_stem(ann_dir, (".png",))
-        self.samples = _pairs(images, labels, ann_dir)
+        keys = pair_by_stem(images, labels, img_dir, ann_dir, orphans=False)
+        self.samples = [Sample(k, images[k], labels[k]) for k in keys]
         self._require_samples(img_dir)
 
     def read_image(self, sample: Sample) -> np.ndarray:  # noqa: D102
@@ -136,9 +206,9 @@ class ADE20K(DenseDataset):
 
 
 class Cityscapes(DenseDataset):
-    """Cityscapes fine annotations.
+    """``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` + ``gtFine/<split>/<city>/*_labelIds.png``.
 
-    Images ``leftImg8bit/<split>/<city>/<x>_leftImg8bit.png``; labels
+    Cityscapes fine annotations. Images ``leftImg8bit/<split>/<city>/<x>_leftImg8bit.png``; labels
     ``gtFine/<split>/<city>/<x>_gtFine_labelIds.png`` mapped to the 19 trainIds with our own table
     (:data:`CITYSCAPES_LABEL_TO_TRAIN`), or ``<x>_gtFine_labelTrainIds.png`` read as is.
     ``label_type``: ``"labelIds"``, ``"trainIds"`` or ``"auto"`` (trainIds file when present).
@@ -166,7 +236,9 @@ class Cityscapes(DenseDataset):
                 target, kind = trn, "trainIds"
             else:
                 target, kind = lab, "labelIds"
-            check_exists(target, "label")
+            if not target.exists():
+                report_problem(DatasetFileNotFoundError(f"{target}: label not found"))
+                continue
             self.samples.append(Sample(f"{city}/{stem}", p, target, {"kind": kind}))
         self._require_samples(img_dir)
 
@@ -185,7 +257,9 @@ class Cityscapes(DenseDataset):
 
 
 class VOC2012(DenseDataset):
-    """PASCAL VOC 2012 segmentation: ``VOCdevkit/VOC2012`` with ``ImageSets/Segmentation/*.txt``.
+    """``VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation/<split>.txt}``.
+
+    PASCAL VOC 2012 segmentation.
 
     Labels are palette PNGs whose indices are the classes (0..20, 255 = border/ignore). An RGB
     label (colour-coded with the VOC palette) is mapped back to indices. ``label_dir`` can point at
@@ -206,10 +280,11 @@ class VOC2012(DenseDataset):
         for i, name in enumerate(ids, 1):
             img = self.root / "JPEGImages" / f"{name}.jpg"
             lab = self.root / label_dir / f"{name}.png"
-            for p in (img, lab):
-                if not p.exists():
-                    raise DatasetError(f"{list_file}:{i}: {p} not found")
-            self.samples.append(Sample(name, img, lab))
+            missing = [p for p in (img, lab) if not p.exists()]
+            for p in missing:
+                report_problem(DatasetError(f"{list_file}:{i}: {p} not found"))
+            if not missing:
+                self.samples.append(Sample(name, img, lab))
         self._require_samples(list_file)
 
     def read_image(self, sample: Sample) -> np.ndarray:  # noqa: D102
