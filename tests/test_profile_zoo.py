@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-models = pytest.importorskip("bidense.models", reason="bidense.models is required")
-
-from bidense.profile import summarize, summary_main  # noqa: E402
+import bidense.models as models
+from bidense.profile import summarize, summary_main
 
 
 def test_paper_compat_bidense_upernet_convnext_t() -> None:

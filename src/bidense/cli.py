@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .tasks import TASKS
+
 
 class UserError(Exception):
     """A mistake in the command line, a config, a file: reported in one line."""
@@ -53,22 +55,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(resolve_config(args.config), args.overrides)
     result = train(cfg, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet)
-    print(f"run directory: {result['run_dir']}")
+    if result["rank"] == 0:  # under torchrun, one line for the run, not one per process
+        print(f"run directory: {result['run_dir']}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .engine.evaluate import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.overrides, split=args.split)
+    metrics = evaluate_checkpoint(args.checkpoint, args.overrides, split=args.split,
+                                  confusion=args.confusion)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
+        from .metrics.segmentation import format_per_class
+
         for key, value in metrics.items():
             if isinstance(value, float):
                 print(f"{key:>12}: {value:.4f}")
             elif not isinstance(value, list):
                 print(f"{key:>12}: {value}")
+        if "per_class" in metrics:
+            print("\n" + format_per_class(metrics["per_class"]))
+        if args.confusion:
+            print(f"confusion matrix: {args.confusion}")
     return 0
 
 
@@ -108,18 +118,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export.bdn import export_checkpoint
+    """Rebuild the checkpoint's model and export it; ``--verify`` compares runtime and PyTorch.
 
-    info = export_checkpoint(args.checkpoint, args.output, verify=args.verify)
+    The example input is ``(1, 3, H, W)`` from the config's ``data.crop_size`` (default 64x64),
+    a seeded normal sample.
+    """
+    import torch
+
+    from .engine import load_model
+    from .export import export, verify
+
+    model, cfg, _ = load_model(args.checkpoint)
+    crop = (cfg.get("data") or {}).get("crop_size") or [64, 64]
+    example = torch.randn(1, 3, int(crop[0]), int(crop[1]),
+                          generator=torch.Generator().manual_seed(0))
+    info = export(model, args.output, example,
+                  metadata={"checkpoint": Path(args.checkpoint).name})
+    if args.verify:
+        info.max_rel_error = verify(model, args.output, example)
     print(info)
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from .benchmark.models import run_benchmark_cli
+    from .benchmark import run_benchmark_cli
 
     run_benchmark_cli(args)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the browser demo of a checkpoint or ``.bdn`` until Ctrl+C."""
+    try:
+        from .serve import serve
+    except ModuleNotFoundError as exc:
+        raise UserError(f"bidense serve needs {exc.name}: pip install 'bidense[serve]'") from None
+
+    serve(args.model, host=args.host, port=args.port, threads=args.threads,
+          repeats=args.repeats)
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """``datasets list`` prints the supported layouts; ``datasets check`` reads every sample of a
+    split and prints the report, exiting 1 when it names any problem."""
+    from .data import check_dataset, dataset_layouts
+    from .data.check import parse_options
+
+    if args.action == "list":
+        layouts = dataset_layouts()
+        if args.json:
+            print(json.dumps([layout.to_dict() for layout in layouts], indent=2))
+        else:
+            print("\n".join(layout.format() for layout in layouts))
+        return 0
+    report = check_dataset(args.name, args.root, args.split, task=args.task,
+                           num_classes=args.num_classes, progress=not args.no_progress,
+                           **parse_options(args.option))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted config overrides (e.g. data.root=...)")
     p.add_argument("--split", default=None, help="split to evaluate (default data.val_split)")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.add_argument("--confusion", default=None, metavar="PATH.png",
+                   help="segmentation: write the row-normalised confusion matrix picture")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="predict on image files, a folder, a glob or a .txt list")
@@ -157,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="efficiency report: bits, BOPs, FLOPs, OPs per layer")
     p.add_argument("model")
     p.add_argument("--method", default="bidense")
-    p.add_argument("--task", default="seg")
+    p.add_argument("--task", default="seg", help=f"one of {', '.join(TASKS)}")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--input", default="1x3x480x480", help="input shape NxCxHxW")
     p.add_argument("--json", action="store_true")
@@ -182,22 +241,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--json", default=None, help="write results to this JSON file")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("serve", help="a local web page: upload an image, see the prediction and "
+                       "the runtime's latency")
+    p.add_argument("model", metavar="CHECKPOINT_OR_BDN", help="a .pt checkpoint or a .bdn file")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine)")
+    p.add_argument("--threads", type=int, default=None, help="runtime threads (default: all)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per image (median)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("datasets", help="list the dataset layouts or check a dataset folder")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("list", help="registered datasets: tasks, on-disk layout, options")
+    q.add_argument("--json", action="store_true")
+    q = actions.add_parser("check", help="read every sample once; report sizes, statistics and "
+                           "every bad file (exit 1 if any)")
+    q.add_argument("name", help="registry name, see `bidense datasets list`")
+    q.add_argument("root", help="dataset folder")
+    q.add_argument("--split", default="train")
+    q.add_argument("--task", default=None, help="for datasets serving several tasks")
+    q.add_argument("--num-classes", type=int, default=None)
+    q.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dataset option (as in data.kwargs), repeatable; value read as YAML")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=cmd_datasets)
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [UserError, FileNotFoundError]
-    from .engine.checkpoint import CheckpointError
-    from .engine.config import ConfigError
+    """What ``main`` reports in one line: mistakes in the input (ValueError and the project's
+    errors), the system refusing a file (OSError: unwritable folder, disk full, ...) and a
+    diverged training run (FloatingPointError: the loss became NaN or inf)."""
+    from .engine.checkpoint import CheckpointError  # ConfigError, DatasetError: ValueErrors
 
-    errors += [ConfigError, CheckpointError]
-    try:
-        from .data import DatasetError
-
-        errors.append(DatasetError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (UserError, ValueError, OSError, FloatingPointError, CheckpointError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,11 +293,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bidense: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if args.debug or not isinstance(exc, _user_errors() + (ValueError,)):
+        if args.debug or not isinstance(exc, _user_errors()):
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"bidense: error: {message}", file=sys.stderr)
+        print(f"bidense: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: Exception) -> str:
+    """``exc`` as one line; an OSError from the system as ``PATH: reason``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
-"""Checkpoints: atomic writes, ``torch.load(weights_only=True)``-safe contents, clear errors.
+"""Checkpoints: atomic writes, ``torch.load(weights_only=True)``-safe contents, a checksum of
+the tensors, clear errors.
 
 A checkpoint is a dict of tensors and plain Python values only (no dataclasses, no numpy
-objects), so the default safe loader reads it. The config travels as a YAML string.
+objects), so the default safe loader reads it. The config travels as a YAML string. Its
+``checksum`` is :func:`tensor_checksum` of everything else: a file whose bytes were flipped but
+which still unpickles is refused on load (files written before the checksum load unchecked).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import zipfile
@@ -19,16 +23,69 @@ from .._atomic import atomic_open
 
 FORMAT = "bidense-checkpoint"
 VERSION = 1
+#: the first bytes of a packed ``.bdn`` model (``bidense.runtime.format.MAGIC``; repeated here
+#: because the engine may not import the runtime)
+BDN_MAGIC = b"BIDENSE\x00"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, foreign or incompatible."""
 
 
+class _RecordingWriter:
+    """A file wrapper that keeps the OSError of a failed write: ``torch.save`` replaces it by
+    an opaque RuntimeError from its zip writer."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.error = fh, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` atomically (temp file, fsync, rename over ``path``)."""
-    with atomic_open(path) as fh:
-        torch.save(obj, fh)
+    """``torch.save`` atomically (temp file, fsync, rename over ``path``); a failed write (disk
+    full, no permission) is a one-line :class:`CheckpointError` and leaves ``path`` as it was."""
+    writer = None
+    try:
+        with atomic_open(path) as fh:
+            writer = _RecordingWriter(fh)
+            torch.save(obj, writer)
+    except (OSError, RuntimeError) as exc:
+        cause = writer.error if writer is not None and writer.error is not None else exc
+        if not isinstance(cause, OSError):
+            raise
+        raise CheckpointError(
+            f"{path}: cannot write checkpoint ({cause.strerror or cause})"
+        ) from None
+
+
+def tensor_checksum(ckpt: dict[str, Any]) -> str:
+    """SHA-256 over every tensor of ``ckpt`` but its ``checksum``: for each tensor in
+    depth-first key order, its key path, dtype, shape and raw bytes."""
+    digest = hashlib.sha256()
+
+    def visit(obj: Any, where: str) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            digest.update(f"{where}|{t.dtype}|{tuple(t.shape)}|".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().data)
+        elif isinstance(obj, dict):
+            for key, value in obj.items():
+                visit(value, f"{where}/{key}")
+        elif isinstance(obj, list | tuple):
+            for i, value in enumerate(obj):
+                visit(value, f"{where}/{i}")
+
+    visit({k: v for k, v in ckpt.items() if k != "checksum"}, "")
+    return digest.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:
@@ -78,6 +135,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    with open(path, "rb") as fh:
+        if fh.read(len(BDN_MAGIC)) == BDN_MAGIC:
+            raise CheckpointError(
+                f"{path} is a packed model for the runtime (bidense.runtime.Runtime), not "
+                "a training checkpoint (.pt)"
+            )
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (corrupt or truncated file)")
     try:
@@ -98,6 +161,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     for key in ("model", "config"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
+    if "checksum" in ckpt and ckpt["checksum"] != tensor_checksum(ckpt):
+        raise CheckpointError(f"{path}: checksum mismatch (the tensors are corrupt)")
     return ckpt
 
 

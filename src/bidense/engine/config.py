@@ -7,6 +7,7 @@ typo never silently trains with a default.
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from ..data import DATASETS
 from ..tasks import TASKS
 
 DEFAULTS: dict[str, Any] = {
@@ -71,6 +73,27 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+#: the type of each key whose default is None (every other key takes its default's type):
+#: a Python type, or ``(element type, length)`` for a list
+OPTIONAL_TYPES: dict[str, type | tuple[type, int]] = {
+    "model.num_classes": int,
+    "data.root": str,
+    "data.crop_size": (int, 2),
+    "data.scale_range": (float, 2),
+    "data.eval_batch_size": int,
+    "data.limit_train": int,
+    "data.limit_val": int,
+    "train.effective_batch_size": int,
+    "train.grad_clip": float,
+    "train.best_metric": str,
+    "train.distill.teacher": str,
+    "eval.max_depth": float,
+    "eval.crop": str,
+}
+#: switches whose values include on/off, which YAML 1.1 reads as booleans: stored as "on"/"off"
+SWITCHES = ("train.amp", "train.progress")
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
 _LOGIT_TASKS = "/".join(name for name, spec in TASKS.items() if spec.head_output == "logits")
 
 
@@ -111,6 +134,8 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], where: str, source: 
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: '{path}' must be a mapping, got {value!r}")
             _merge(base[key], value, path, source)
+        elif path in SWITCHES and isinstance(value, bool):
+            base[key] = "on" if value else "off"
         else:
             base[key] = copy.deepcopy(value)
 
@@ -169,8 +194,71 @@ def _yaml_chain(path: Path) -> list[tuple[Path, dict]]:
     return list(reversed(chain))
 
 
+def expected_type(example: Any) -> type | tuple[type, int] | None:
+    """The type a default value stands for: ``0.1`` -> float, ``[0.9, 0.999]`` -> (float, 2)."""
+    if isinstance(example, list | tuple) and example:
+        return expected_type(example[0]), len(example)
+    return type(example) if type(example) in _TYPE_NAMES else None
+
+
+def _type_mismatch(value: Any, expected: type | tuple[type, int]) -> str | None:
+    """None if ``value`` fits ``expected``, else what was expected ("a list of 2 numbers")."""
+    if isinstance(expected, tuple):
+        item, length = expected
+        fits = isinstance(value, list | tuple) and len(value) == length
+        if fits and all(_type_mismatch(v, item) is None for v in value):
+            return None
+        noun = _TYPE_NAMES[item].split(" ", 1)[-1]
+        return f"a list of {length} {noun}s"
+    if isinstance(value, bool):
+        fits = expected is bool
+    else:
+        fits = isinstance(value, int | float) if expected is float else isinstance(value, expected)
+    return None if fits else _TYPE_NAMES[expected]
+
+
+def _check_types(cfg: Mapping[str, Any], defaults: Mapping[str, Any], where: str = "") -> None:
+    for key, default in defaults.items():
+        path = f"{where}.{key}" if where else key
+        value = cfg[key]
+        if isinstance(default, dict) and not path.endswith("kwargs"):
+            _check_types(value, default, path)
+            continue
+        expected = OPTIONAL_TYPES.get(path) if default is None else expected_type(default)
+        if value is None or expected is None:
+            continue
+        wanted = _type_mismatch(value, expected)
+        if wanted is not None:
+            raise ConfigError(
+                f"{path}={value!r}: expected {wanted}, got {type(value).__name__}"
+            )
+
+
+def _check_dataset_options(data: Mapping[str, Any]) -> None:
+    """Dataset options (``data.kwargs`` / ``train_kwargs`` / ``val_kwargs``) named like an
+    argument of the dataset class must have the type of that argument's default. (Other names
+    are left to :func:`bidense.data.build_dataset`, which renames some, e.g. ``data_seed``.)"""
+    entry = DATASETS.get(str(data["dataset"]).lower().replace("-", "_"))
+    if entry is None:  # an alias or an unknown name: build_dataset resolves or refuses it
+        return
+    params = inspect.signature(entry[0]).parameters
+    for section in ("kwargs", "train_kwargs", "val_kwargs"):
+        for key, value in (data[section] or {}).items():
+            expected = expected_type(params[key].default) if key in params else None
+            wanted = None if value is None or expected is None else _type_mismatch(value, expected)
+            if wanted is not None:
+                raise ConfigError(
+                    f"data.{section}.{key}={value!r}: the {data['dataset']} dataset expects "
+                    f"{wanted}"
+                )
+
+
 def validate(cfg: Mapping[str, Any]) -> None:
-    """Check values whose mistakes would otherwise surface deep inside training."""
+    """Check values whose mistakes would otherwise surface deep inside training: every value
+    against the type of its default (:data:`OPTIONAL_TYPES` where the default is None), dataset
+    options against the dataset's signature, then the choices below."""
+    _check_types(cfg, DEFAULTS)
+    _check_dataset_options(cfg["data"])
     task = cfg["model"]["task"]
     if task not in TASKS:
         raise ConfigError(f"model.task must be one of {sorted(TASKS)}, got {task!r}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import glob
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 
 from .. import tasks
+from .._atomic import atomic_open
 from . import visualize as V
 from .loading import load_model
 
@@ -89,6 +91,15 @@ RAW_WRITERS: dict[str, Callable[[str, np.ndarray, int], None]] = {
 RAW_META: dict[str, dict[str, Any]] = {"depth.npy": {"depth_png_scale": DEPTH_PNG_SCALE}}
 
 
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Name ``path`` in an OSError raised inside (a full disk's write error names no file)."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write ({exc.strerror or exc})", str(path)) from None
+
+
 def predict_files(
     checkpoint: str | Path,
     inputs: Iterable[str],
@@ -103,11 +114,12 @@ def predict_files(
     ``predictions.json`` index for the run.
     """
     files = collect_inputs(inputs)
+    out_dir = Path(output)
+    with _writing(out_dir):  # before the model runs: an unwritable folder fails at once
+        out_dir.mkdir(parents=True, exist_ok=True)
     model, cfg, ckpt = load_model(checkpoint)
     task = cfg["model"]["task"]
     spec = tasks.get_task(task)
-    out_dir = Path(output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     num_classes = ckpt.get("num_classes") or 1
     palette = V.palette_for(num_classes, cfg["data"]["dataset"])
     written: list[Path] = []
@@ -124,12 +136,16 @@ def predict_files(
         pred = pred if spec.multiclass else pred[0].astype(np.float32)
         stem = out_dir / path.stem
         raw = f"{stem}_{spec.raw_suffix}"
-        RAW_WRITERS[spec.raw_suffix](str(stem), pred, num_classes)
         vis = V.prediction_picture(spec.picture, image, pred, palette, opacity)
-        Image.fromarray(vis).save(f"{stem}_vis.png")
+        with _writing(Path(raw)):
+            RAW_WRITERS[spec.raw_suffix](str(stem), pred, num_classes)
+        with _writing(Path(f"{stem}_vis.png")):
+            Image.fromarray(vis).save(f"{stem}_vis.png")
         written.append(Path(f"{stem}_vis.png"))
         index.append({"input": str(path), "picture": f"{stem}_vis.png", "raw": raw})
     meta = {"task": task, "checkpoint": str(checkpoint), "items": index}
     meta.update(RAW_META.get(spec.raw_suffix, {}))
-    (out_dir / "predictions.json").write_text(json.dumps(meta, indent=2))
+    index_path = out_dir / "predictions.json"
+    with _writing(index_path), atomic_open(index_path, "w") as fh:
+        fh.write(json.dumps(meta, indent=2))
     return written

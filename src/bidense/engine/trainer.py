@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from .. import __version__
+from .._atomic import remove_orphaned_temps
 from .._system import reuse_heap_memory
 from ..binarize import clip_latent_weights, set_training_progress
 from ..losses import DistillationLoss
@@ -44,6 +45,7 @@ from .checkpoint import (
     load_checkpoint,
     rng_state,
     set_rng_state,
+    tensor_checksum,
 )
 from .config import dump_config
 from .evaluate import evaluate_model, resolve_device
@@ -215,9 +217,11 @@ class Trainer:
             weight_decay=train["weight_decay"],
         )
         if self.main:
-            # last.pt and best.pt each hold the weights and AdamW's two moments
+            # a checkpoint holds the weights and AdamW's two moments; the disk must hold three:
+            # last.pt, best.pt and the temp copy atomic_save writes next to them before it
+            # replaces last.pt (the old last.pt stays until the new one is complete)
             state_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
-            check_free_space(self.run_dir, 2 * 3 * state_bytes)
+            check_free_space(self.run_dir, 3 * 3 * state_bytes)
         self.updates_per_epoch = math.ceil(len(self.train_loader) / self.accumulate)
         self.scheduler = self._build_scheduler()
         self.use_amp = train["amp"] == "auto" and self.device.type == "cuda"
@@ -229,6 +233,10 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         if resume_ckpt is not None:
             self._restore(resume_ckpt)
+        if resume is not None and self.main:
+            # temp files of checkpoint writes a kill interrupted; nothing else writes here now
+            for orphan in remove_orphaned_temps(self.run_dir):
+                self._log(f"removed {orphan.name} left by an interrupted write")
 
     # -- construction helpers -----------------------------------------------------------------
     def _build_scheduler(self):
@@ -274,7 +282,7 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def checkpoint(self, epoch: int) -> dict[str, Any]:
-        return {
+        ckpt = {
             "format": FORMAT,
             "version": VERSION,
             "model": self.model.state_dict(),
@@ -289,6 +297,8 @@ class Trainer:
             "num_classes": self.num_classes,
             "rng": rng_state(),
         }
+        ckpt["checksum"] = tensor_checksum(ckpt)
+        return ckpt
 
     # -- loops ----------------------------------------------------------------------------------
     def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -325,7 +335,10 @@ class Trainer:
                 self._update()
             set_training_progress(self.model, (epoch + (i + 1) / n) / epochs)
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1} step {i}")
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {epoch + 1} step {i} (try a lower "
+                    "train.lr or set train.grad_clip)"
+                )
             total += loss.item() * images.shape[0]
             count += images.shape[0]
             bar.update(loss=loss.item())
@@ -418,7 +431,10 @@ class Trainer:
                 self._log(f"epoch {epoch + 1}/{train['epochs']} " + _fmt(shown))
             dist_utils.barrier()
         tb.close()
-        return {"run_dir": str(self.run_dir), "best": self.best, "metrics": last_metrics}
+        return {
+            "run_dir": str(self.run_dir), "best": self.best, "metrics": last_metrics,
+            "rank": self.rank,
+        }
 
     def _is_better(self, value: Any) -> bool:
         if value is None or not _is_scalar(value) or math.isnan(float(value)):
@@ -457,7 +473,12 @@ def train(
     resume: str | Path | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Train from a resolved config; returns ``{"run_dir", "best", "metrics"}``."""
+    """Train from a resolved config; returns ``{"run_dir", "best", "metrics", "rank"}`` (the
+    process's rank under torchrun, else 0).
+
+    Raises :class:`FloatingPointError` ("loss became nan at epoch E step S ...") when the loss
+    stops being finite; the checkpoints of the epochs before stay as they were.
+    """
     trainer = Trainer(cfg, run_dir=run_dir, resume=resume, quiet=quiet)
     try:
         return trainer.fit()
