@@ -1,5 +1,5 @@
 """The fast runtime pieces: threshold packing with DAB statistics, channel sums, bilinear resize,
-fused epilogues, channels-last execution and ``export_checkpoint(verify=True)``."""
+fused epilogues, channels-last execution and ``bidense export CHECKPOINT --verify``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bidense.export.bdn import export, export_checkpoint, max_relative_error
+from bidense.export import export, max_relative_error
 from bidense.nn import BinaryConv2d, RPReLU
 from bidense.runtime import kernels
 from bidense.runtime.runner import Runtime
@@ -133,7 +133,8 @@ def test_channels_last_inside_contiguous_outside(tmp_path):
         np.testing.assert_allclose(got, model(x).numpy(), rtol=0, atol=1e-5)
 
 
-def test_export_checkpoint_verify(tmp_path, monkeypatch):
+def test_export_checkpoint_verify(tmp_path, monkeypatch, capsys):
+    from bidense.cli import main as cli_main
     from bidense.engine.config import load_config
     from bidense.engine.trainer import train
 
@@ -147,10 +148,12 @@ def test_export_checkpoint_verify(tmp_path, monkeypatch):
     train(load_config(overrides=tiny), run_dir=tmp_path / "run", quiet=True)
     ckpt = tmp_path / "run" / "last.pt"
     assert ckpt.is_file()
-    info = export_checkpoint(ckpt, tmp_path / "m.bdn", verify=True)
-    assert os.path.getsize(tmp_path / "m.bdn") == info.file_bytes
-    assert info.max_rel_error is not None and info.max_rel_error < 1e-4
-    assert "verify: max relative error" in str(info)
+    assert cli_main(["export", str(ckpt), "-o", str(tmp_path / "m.bdn"), "--verify"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    total = next(line for line in lines if line.startswith("total"))
+    assert os.path.getsize(tmp_path / "m.bdn") == int(total.split()[-1].replace(",", ""))
+    (verified,) = [line for line in lines if line.startswith("verify: max relative error")]
+    assert float(verified.split("=")[-1]) < 1e-4
 
 
 @pytest.mark.parametrize("m,k,o", [(1, 1, 1), (7, 5, 3), (130, 33, 17), (200, 64, 19),
@@ -224,13 +227,13 @@ def test_runtime_bit_identical_across_threads(tmp_path):
 
 
 def test_reuse_heap_memory_respects_user_malloc_settings(monkeypatch):
-    from bidense.runtime import runner as rt_mod
+    from bidense import _system
 
-    monkeypatch.setitem(rt_mod._MALLOC, "done", False)
+    monkeypatch.setitem(_system._MALLOC, "done", False)
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123456")
-    assert rt_mod._reuse_heap_memory() is False  # the user's own malloc setting wins
-    assert rt_mod._MALLOC["done"] is True
-    assert rt_mod._reuse_heap_memory() is False  # once per process
+    assert _system.reuse_heap_memory() is False  # the user's own malloc setting wins
+    assert _system._MALLOC["done"] is True
+    assert _system.reuse_heap_memory() is False  # once per process
 
 
 @pytest.mark.parametrize("user", [None, "OMP_WAIT_POLICY=ACTIVE", "GOMP_SPINCOUNT=5"])

@@ -217,6 +217,40 @@ def test_report_fields(small_rt):
     assert "conv" in small_rt.report_text()
 
 
+def test_op_tables_name_their_kinds():
+    from bidense.runtime.ops import (
+        ACTIVATIONS,
+        FUNCTIONS,
+        MODULE_OPS,
+        Binarizer,
+        Function,
+        ModuleOp,
+    )
+
+    assert all(issubclass(op, ModuleOp) and op.kind == k for k, op in MODULE_OPS.items())
+    assert all(issubclass(b, Binarizer) and b.kind == k for k, b in ACTIVATIONS.items())
+    assert all(isinstance(f, Function) for f in FUNCTIONS.values())
+
+
+def test_backend_argument_gives_the_same_output(tmp_path):
+    from bidense.nn import RPReLU
+    from bidense.runtime import available_backends
+
+    # ReLU -> sign conv: exact zeros (both packed passes), then an RPReLU fused into the epilogue
+    torch.manual_seed(6)
+    conv = BinaryConv2d(16, 16, 3, padding=1, act_binarizer="sign", weight_binarizer="sign")
+    model = nn.Sequential(nn.ReLU(), conv, RPReLU(16)).eval()
+    x = torch.randn(1, 16, 6, 6)
+    export(model, tmp_path / "b.bdn", x)
+    ref = Runtime(tmp_path / "b.bdn")(x.numpy())
+    for name in available_backends():
+        rt = Runtime(tmp_path / "b.bdn", backend=name)
+        np.testing.assert_array_equal(rt(x.numpy()), ref)
+        assert rt.report()[-1]["path"] == "packed +zeros"
+    with pytest.raises(ValueError, match="unknown kernel backend"):
+        Runtime(tmp_path / "b.bdn", backend="nope")
+
+
 def test_runtime_imports_no_torch(tmp_path):
     torch.manual_seed(0)
     model = create_model("upernet_convnext_atto", task="seg", num_classes=2, method="bidense")
