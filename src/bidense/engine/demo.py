@@ -164,4 +164,9 @@ def run_demo(output: str | os.PathLike = "reports/demo", quick: bool = False,
     (out / "report.json").write_text(json.dumps({"budget": budget, "model": DEMO_MODEL,
                                                  "results": results}, indent=2))
     print("\n".join(lines[6:6 + len(results) + 1]))
+    # the binary model users came for (fp32 only when it ran alone), by its headline metric
+    binary = [m for m in results if m != "fp32"] or list(results)
+    best = max(binary, key=lambda m: results[m]["mIoU"])
+    print(f"see the best binary model ({best}) in a browser: "
+          f"bidense serve {out / 'runs' / best / 'last.pt'}")
     return report
