@@ -1,4 +1,5 @@
-"""SaliencyMetric: MAE, F-measures, S-measure and E-measure against hand work and direct loops."""
+"""SaliencyMetric: MAE, F-measures, weighted F, S-measure and E-measure against hand work and
+direct loops."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from bidense.metrics import SaliencyMetric, e_measure, s_measure
+from bidense.metrics.saliency import weighted_f_measure
 
 EPS = np.finfo(np.float64).eps
 
@@ -88,6 +90,45 @@ def _s_direct(s: np.ndarray, gt: np.ndarray, alpha: float = 0.5) -> float:
         ys = [float(gt[i, j]) for i in range(*rs) for j in range(*cs)]
         region += len(xs) / (h * w) * _ssim_direct(xs, ys)
     return max(0.0, alpha * s_obj + (1 - alpha) * region)
+
+
+def _gauss_7x7_sigma5() -> np.ndarray:
+    """fspecial('gaussian', 7, 5) from its definition (no value is below eps * max here)."""
+    k = np.array([[math.exp(-(x * x + y * y) / 50.0) for x in range(-3, 4)] for y in range(-3, 4)])
+    return k / k.sum()
+
+
+def _wfm_direct(s: np.ndarray, g: np.ndarray) -> float:
+    """Weighted F (Margolin et al. 2014) step by step: scipy's distance transform for the nearest
+    foreground pixel, an explicit zero-padded 7x7 correlation loop, then the weighted P and R."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not g.any():
+        return 0.0
+    h, w = g.shape
+    dist, (ri, ci) = distance_transform_edt(~g, return_indices=True)
+    e = np.abs(s - g.astype(np.float64))
+    et = np.array([[e[ri[i, j], ci[i, j]] for j in range(w)] for i in range(h)])
+    k = _gauss_7x7_sigma5()
+    ea = np.zeros((h, w))
+    for i in range(h):
+        for j in range(w):
+            for di in range(-3, 4):
+                for dj in range(-3, 4):
+                    if 0 <= i + di < h and 0 <= j + dj < w:
+                        ea[i, j] += k[di + 3, dj + 3] * et[i + di, j + dj]
+    tp_w = fp_w = fg_err = 0.0
+    for i in range(h):
+        for j in range(w):
+            if g[i, j]:
+                ew = min(e[i, j], ea[i, j])
+                tp_w += 1 - ew
+                fg_err += ew
+            else:
+                fp_w += e[i, j] * (2 - 0.5 ** (dist[i, j] / 5))
+    r = 1 - fg_err / g.sum()
+    p = tp_w / (tp_w + fp_w + EPS)
+    return 2 * r * p / (r + p + EPS)
 
 
 # ---------------------------------------------------------------- tests
@@ -215,3 +256,118 @@ def test_bad_inputs():
         m.update(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="NaN"):
         m.update(np.array([[np.nan, 0.2]]), np.array([[1, 0]]))
+
+
+# ---------------------------------------------------------------- weighted F-measure
+def test_weighted_f_hand_worked():
+    # G = [1 0 0], S = [1 .5 0]: E = [0 .5 0]. The background takes the error of its nearest
+    # foreground pixel (0), so Et = EA = 0 and E' = E. Distances to the foreground are 1 and 2,
+    # so B = [1, 2 - 0.5^(1/5), 2 - 0.5^(2/5)] and Ew = [0, 0.5 B_1, 0].
+    # TPw = 1, FPw = 0.5 B_1, R = 1, P = 1 / (1 + FPw), F = 2 R P / (R + P).
+    fp_w = 0.5 * (2 - 0.5 ** 0.2)
+    p = 1 / (1 + fp_w + EPS)
+    want = 2 * p / (1 + p + EPS)
+    m = SaliencyMetric()
+    m.update(np.array([[1.0, 0.5, 0.0]]), np.array([[1, 0, 0]], dtype=bool))
+    assert m.compute()["wfm"] == pytest.approx(want, rel=1e-12)
+    # G = [1 1 0], S = [.5 1 0]: E = [.5 0 0], Et = E (the background's nearest foreground pixel
+    # is pixel 1, error 0). On one row only the kernel's centre row K[3, :] reaches:
+    # EA_0 = K33 * 0.5 < E_0 replaces it; EA_1 = K32 * 0.5 > E_1 = 0 does not.
+    # Ew = [0.5 K33, 0, 0]: TPw = 2 - 0.5 K33, FPw = 0, R = 1 - 0.25 K33.
+    k33 = _gauss_7x7_sigma5()[3, 3]
+    tp_w = 2 - 0.5 * k33
+    r, p = 1 - 0.25 * k33, tp_w / (tp_w + EPS)
+    got = weighted_f_measure(np.array([[0.5, 1.0, 0.0]]), np.array([[1, 1, 0]], dtype=bool))
+    assert got == pytest.approx(2 * r * p / (r + p + EPS), rel=1e-12)
+
+
+def test_weighted_f_matches_direct_computation_on_random_maps():
+    rng = np.random.default_rng(7)
+    preds = rng.uniform(size=(3, 9, 12))
+    gts = rng.uniform(size=(3, 9, 12)) < 0.3
+    preds[gts] = np.clip(preds[gts] + 0.4, 0, 1)
+    m = SaliencyMetric()
+    m.update(preds, gts)
+    want = []
+    for s, g in zip(preds, gts):
+        s = (s - s.min()) / (s.max() - s.min())  # PySOD min-max normalisation
+        want.append(_wfm_direct(s, g))
+        assert weighted_f_measure(s, g) == pytest.approx(want[-1], rel=1e-12)
+    assert m.compute()["wfm"] == pytest.approx(np.mean(want), rel=1e-12)
+
+
+def test_weighted_f_edge_cases():
+    g = np.zeros((5, 6), dtype=bool)
+    g[1:3, 2:5] = True
+    rng = np.random.default_rng(8)
+    # All-background GT scores 0 whatever the prediction (PySODMetrics).
+    assert weighted_f_measure(rng.uniform(size=(5, 6)), np.zeros((5, 6), bool)) == 0.0
+    # All-foreground GT, constant prediction c on one pixel: E = 1 - c, EA = K33 E < E,
+    # so R = 1 - K33 (1 - c), FPw = 0, P = TPw / (TPw + eps) with TPw = R.
+    k33 = _gauss_7x7_sigma5()[3, 3]
+    r = 1 - k33 * 0.6
+    p = r / (r + EPS)
+    assert weighted_f_measure(np.array([[0.4]]), np.array([[True]])) == pytest.approx(
+        2 * r * p / (r + p + EPS), rel=1e-12)
+    assert weighted_f_measure(np.ones((5, 6)), np.ones((5, 6), bool)) == pytest.approx(1.0)
+    # A perfect map scores 1; all-zero, constant and all-one predictions (never min-max
+    # normalised) against the direct computation.
+    assert weighted_f_measure(g.astype(float), g) == pytest.approx(1.0)
+    for const in (0.0, 0.5, 1.0):
+        s = np.full((5, 6), const)
+        m = SaliencyMetric()
+        m.update(s, g)
+        assert m.compute()["wfm"] == pytest.approx(_wfm_direct(s, g), rel=1e-12, abs=1e-15)
+
+
+def test_weighted_f_ties():
+    # Pixel 1 of G = [1 0 1] is equally far (d = 1) from both foreground pixels; their errors are
+    # equal (S = [.8 .3 .8]), so whichever one the distance transform picks, Et = [.2 .2 .2].
+    # On one row EA_0 = EA_2 = 0.2 (K33 + K34 + K35) < 0.2 = E_0 replaces the foreground errors:
+    # Ew = [EA_0, 0.3 B_1, EA_0], TPw = 2 - 2 EA_0, FPw = 0.3 B_1, R = 1 - EA_0.
+    k = _gauss_7x7_sigma5()
+    ea0 = 0.2 * (k[3, 3] + k[3, 4] + k[3, 5])
+    tp_w, fp_w, r = 2 - 2 * ea0, 0.3 * (2 - 0.5 ** 0.2), 1 - ea0
+    p = tp_w / (tp_w + fp_w + EPS)
+    s = np.array([[0.8, 0.3, 0.8]])
+    g = np.array([[1, 0, 1]], dtype=bool)
+    assert weighted_f_measure(s, g) == pytest.approx(2 * r * p / (r + p + EPS), rel=1e-12)
+    assert weighted_f_measure(s, g) == pytest.approx(_wfm_direct(s, g), rel=1e-12)
+    # Tied prediction values (a two-level map) need no threshold: the continuous map is used.
+    s2 = np.where(g, 0.7, 0.2)
+    assert weighted_f_measure(s2, g) == pytest.approx(_wfm_direct(s2, g), rel=1e-12)
+
+
+def test_weighted_f_merges_and_can_be_switched_off():
+    rng = np.random.default_rng(9)
+    s = rng.uniform(size=(4, 7, 8))
+    g = rng.uniform(size=(4, 7, 8)) < 0.4
+    whole = SaliencyMetric()
+    whole.update(s, g)
+    a, b = SaliencyMetric(), SaliencyMetric()
+    a.update(s[:1], g[:1])
+    b.update(s[1:], g[1:])
+    assert a.merge(b).compute()["wfm"] == pytest.approx(whole.compute()["wfm"], rel=1e-12)
+    off = SaliencyMetric(weighted_f=False)
+    off.update(s, g)
+    r_off, r_on = off.compute(), whole.compute()
+    assert math.isnan(r_off["wfm"])
+    assert all(r_off[k] == r_on[k] for k in r_on if k != "wfm")  # nothing else changes
+    with pytest.raises(ValueError, match="different settings"):
+        whole.merge(off)
+    assert math.isnan(SaliencyMetric().compute()["wfm"])
+
+
+def test_weighted_f_without_scipy(monkeypatch):
+    import bidense.metrics.saliency as saliency
+
+    monkeypatch.setattr(saliency, "ndimage", None)
+    with pytest.warns(UserWarning, match="scipy is not installed"):
+        m = SaliencyMetric()
+    m.update(np.array([[0.9, 0.1]]), np.array([[1, 0]]))
+    r = m.compute()
+    assert math.isnan(r["wfm"]) and r["mae"] == 0.0  # min-max normalised: a perfect map
+    with pytest.raises(ImportError, match="needs scipy"):
+        SaliencyMetric(weighted_f=True)
+    with pytest.raises(ImportError, match="needs scipy"):
+        weighted_f_measure(np.array([[0.5]]), np.array([[True]]))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bidense.metrics import SegmentationMetric
+from bidense.metrics.segmentation import class_names_or_ids, format_per_class
 
 # 2x3 map, K = 3, one ignored pixel (255).
 #   gt   = 0 0 1      pred = 0 1 1
@@ -166,3 +167,36 @@ def test_bad_inputs():
         m.update(torch.randn(1, 2, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="protocol"):
         SegmentationMetric(3, protocol="mmseg")
+
+
+def test_per_class_rows_follow_compute_and_name_the_classes():
+    gt = np.array([[0, 0, 1, 1, 255, 1]])
+    pred = np.array([[0, 1, 1, 1, 2, 0]])
+    m = SegmentationMetric(3)
+    m.update(pred, gt)
+    r = m.compute()
+    rows = m.per_class(["sky", "ground", "box"])
+    assert [row["id"] for row in rows] == [0, 1, 2]
+    assert [row["name"] for row in rows] == ["sky", "ground", "box"]
+    assert [row["pixels"] for row in rows] == [2, 3, 0]  # labelled GT pixels; 255 is ignored
+    for row in rows:
+        for key in ("IoU", "Acc"):
+            want = r[key][row["id"]]
+            assert row[key] == want or (math.isnan(row[key]) and math.isnan(want))
+    # hand-worked: class 0 TP 1, FP 1, FN 1 -> 1/3; class 1 TP 2, FP 1, FN 1 -> 1/2
+    assert rows[0]["IoU"] == pytest.approx(1 / 3) and rows[1]["IoU"] == pytest.approx(1 / 2)
+    assert [row["name"] for row in m.per_class()] == ["class_0", "class_1", "class_2"]
+    with pytest.raises(ValueError, match="2 class names for 3 classes"):
+        m.per_class(["a", "b"])
+
+
+def test_per_class_table_text():
+    m = SegmentationMetric(2)
+    m.update(np.array([[0, 0, 1]]), np.array([[0, 1, 1]]))
+    lines = format_per_class(m.per_class(["wall", "floor mat"])).splitlines()
+    assert lines[0].split() == ["id", "class", "IoU", "Acc", "pixels"]
+    assert lines[1].split() == ["0", "wall", "0.5000", "1.0000", "1"]
+    assert lines[2].split() == ["1", "floor", "mat", "0.5000", "0.5000", "2"]
+    empty = format_per_class(SegmentationMetric(2).per_class()).splitlines()
+    assert empty[1].split() == ["0", "class_0", "nan", "nan", "0"]
+    assert class_names_or_ids(2) == ["class_0", "class_1"]

@@ -7,7 +7,7 @@ and ``class_names``. Build one by name with :func:`build_dataset`.
 
 from .base import DenseDataset, Sample
 from .check import DatasetLayout, DatasetReport, check_dataset, dataset_layouts
-from .depth import DepthFileList, KITTIDepth, NYUv2, NYUv2BTS, kb_crop_box
+from .depth import DepthFileList, KITTIDepth, NYUv2, NYUv2BTS, NYUv2Seg40, kb_crop_box
 from .errors import DatasetError, DatasetFileNotFoundError
 from .folder import ImageLabelFolder, split_folders
 from .io import collect_problems
@@ -46,6 +46,7 @@ __all__ = [
     "KITTIRoad",
     "NYUv2",
     "NYUv2BTS",
+    "NYUv2Seg40",
     "OBJECT_CLASSES",
     "ROAD_CLASSES",
     "SaliencyFolder",

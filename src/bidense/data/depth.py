@@ -12,8 +12,9 @@ import numpy as np
 from .base import DenseDataset, Sample, resolve_root
 from .errors import DatasetError
 from .io import check_exists, read_depth_png, read_rgb, report_problem
+from .segmentation import NYU40_CLASSES, nyu40_labels
 
-__all__ = ["NYUv2", "DepthFileList", "NYUv2BTS", "KITTIDepth", "kb_crop_box"]
+__all__ = ["NYUv2", "NYUv2Seg40", "DepthFileList", "NYUv2BTS", "KITTIDepth", "kb_crop_box"]
 
 
 def kb_crop_box(height: int, width: int, size: Sequence[int] = (352, 1216)) -> tuple[int, int]:
@@ -110,6 +111,33 @@ class NYUv2(DenseDataset):
             return np.ascontiguousarray(t, dtype=np.float32)
         t = t.astype(np.int64)
         return np.where(t == 0, 255, t - 1)
+
+
+class NYUv2Seg40(NYUv2):
+    """NYUv2 labeled set in the 40 classes of Gupta, Arbelaez and Malik (CVPR 2013), the common
+    ``nyuv2-40`` segmentation benchmark: the same files and splits as :class:`NYUv2`, the raw
+    894-class ``labels`` mapped by :data:`~bidense.data.segmentation.NYU894_TO_40` to ids 0..39
+    (:data:`~bidense.data.segmentation.NYU40_CLASSES`), unlabeled (0) -> 255.
+    """
+
+    class_names = NYU40_CLASSES
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", task: str = "seg",
+                 transform: Callable[..., Any] | None = None,
+                 mat_file: str | os.PathLike | None = None,
+                 splits_file: str | os.PathLike | None = None, seed: int | None = None) -> None:
+        if task != "seg":
+            raise ValueError(f"NYUv2Seg40 is a segmentation dataset, got task {task!r}")
+        super().__init__(root, split, "seg", transform, mat_file=mat_file,
+                         splits_file=splits_file, seed=seed)
+        self.num_classes = len(NYU40_CLASSES)
+
+    def read_target(self, sample: Sample, image: np.ndarray) -> np.ndarray:  # noqa: D102
+        raw = np.asarray(self._file()["labels"][sample.extra["index"]]).T
+        try:
+            return nyu40_labels(raw)
+        except DatasetError as exc:
+            raise DatasetError(f"{self.mat_file}: {sample.name}: {exc}") from None
 
 
 class DepthFileList(DenseDataset):

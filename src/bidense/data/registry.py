@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import tasks
 from .base import DenseDataset
-from .depth import KITTIDepth, NYUv2, NYUv2BTS
+from .depth import KITTIDepth, NYUv2, NYUv2BTS, NYUv2Seg40
 from .folder import ImageLabelFolder
 from .saliency import DUTS, ECSSD, KITTIRoad, SaliencyFolder
 from .segmentation import ADE20K, VOC2012, Cityscapes
@@ -26,6 +26,7 @@ DATASETS: dict[str, tuple[type[DenseDataset], tuple[str, ...]]] = {
     "voc2012": (VOC2012, ("seg",)),
     "nyuv2": (NYUv2, ("depth", "seg")),
     "nyuv2_bts": (NYUv2BTS, ("depth",)),
+    "nyuv2_40": (NYUv2Seg40, ("seg",)),
     "kitti_depth": (KITTIDepth, ("depth",)),
     "ecssd": (ECSSD, ("saliency",)),
     "duts": (DUTS, ("saliency",)),

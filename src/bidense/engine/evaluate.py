@@ -10,14 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
 from .. import tasks
+from .._atomic import atomic_open
+from ..metrics import SegmentationMetric
 from .builders import build_dataset_split, build_metric
 from .loading import load_model
+from .visualize import confusion_picture
 
-__all__ = ["evaluate_checkpoint", "evaluate_model", "resolve_device"]
+__all__ = ["evaluate_checkpoint", "evaluate_model", "resolve_device", "save_confusion"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,15 +68,49 @@ def evaluate_model(
     return metric.compute()
 
 
+def save_confusion(path: str | Path, metric: SegmentationMetric,
+                   class_names: list[str] | None = None) -> Path:
+    """Write ``metric``'s row-normalised confusion matrix as a PNG (:func:`confusion_picture`)."""
+    path = Path(path)
+    picture = Image.fromarray(confusion_picture(metric.confusion_matrix.numpy(), class_names))
+    with atomic_open(path) as fh:
+        picture.save(fh, format="PNG")
+    return path
+
+
+def _class_names(ckpt: dict[str, Any], dataset: Any, num_classes: int) -> list[str] | None:
+    """Class names from the checkpoint, else the dataset, when they give one per class."""
+    for names in (ckpt.get("class_names"), getattr(dataset, "class_names", None)):
+        if names is not None and len(names) == num_classes:
+            return list(names)
+    return None
+
+
 def evaluate_checkpoint(
-    path: str | Path, overrides: Iterable[str] = (), split: str | None = None
+    path: str | Path, overrides: Iterable[str] = (), split: str | None = None,
+    confusion: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a checkpoint on ``split`` (default: the config's validation split)."""
+    """Metrics of a checkpoint on ``split`` (default: the config's validation split).
+
+    For segmentation the result also holds ``per_class`` (:meth:`SegmentationMetric.per_class`,
+    names from the checkpoint or dataset, else ``class_<i>``), and ``confusion`` names a PNG to
+    write the row-normalised confusion matrix to.
+    """
     model, cfg, ckpt = load_model(path, overrides)
     device = resolve_device(cfg["device"])
     dataset = build_dataset_split(cfg, split or cfg["data"]["val_split"], train=False)
     bs = cfg["data"]["eval_batch_size"] or cfg["data"]["batch_size"]
     loader = DataLoader(dataset, batch_size=bs, num_workers=cfg["data"]["num_workers"])
     metric = build_metric(cfg, ckpt.get("num_classes"))
+    is_seg = isinstance(metric, SegmentationMetric)
+    if confusion is not None and not is_seg:
+        raise ValueError(f"a confusion matrix needs a segmentation model, this one does "
+                         f"{cfg['model']['task']!r}")
     with torch.no_grad():
-        return evaluate_model(model.to(device), loader, metric, cfg["model"]["task"], device)
+        result = evaluate_model(model.to(device), loader, metric, cfg["model"]["task"], device)
+    if is_seg:
+        names = _class_names(ckpt, dataset, metric.num_classes)
+        result["per_class"] = metric.per_class(names)
+        if confusion is not None:
+            save_confusion(confusion, metric, names)
+    return result

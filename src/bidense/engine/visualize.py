@@ -164,3 +164,71 @@ def grid(rows: list[list[np.ndarray]], titles: list[str] | None = None, pad: int
             draw.text((pad + j * (w + pad), 1), title[: max(4, w // 6)], fill=(0, 0, 0))
         canvas = np.asarray(pil)
     return canvas
+
+
+#: the darkest colour of the confusion-matrix ramp (white = 0, this = 1)
+_CONFUSION_DARK = np.array([8, 48, 107], dtype=np.float64)
+_CONFUSION_EMPTY = (225, 225, 225)  # a row with no ground-truth pixel (undefined)
+
+
+def _text_strip(labels: list[str], cell: int, width: int) -> Image.Image:
+    """One label per ``cell``-high row, right-aligned in a ``width``-wide white strip."""
+    strip = Image.new("RGB", (width, cell * len(labels)), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for i, text in enumerate(labels):
+        x0, y0, x1, y1 = draw.textbbox((0, 0), text)
+        draw.text((width - 3 - (x1 - x0), i * cell + (cell - (y1 - y0)) // 2 - y0), text,
+                  fill=(0, 0, 0))
+    return strip
+
+
+def confusion_picture(confusion: np.ndarray, class_names: list[str] | None = None,
+                      max_named: int = 60) -> np.ndarray:
+    """A row-normalised confusion matrix ``cm[gt, pred]`` as an (H, W, 3) uint8 picture.
+
+    Cell (g, p) shows cm[g, p] / sum_p cm[g, p] on a white-to-blue ramp (rows without a
+    ground-truth pixel are grey); rows are ground truth, columns predictions, both labelled with
+    ``class_names`` (or the ids when there are none or more than ``max_named`` classes). Cells of
+    at least 22 px also print the percentage.
+    """
+    cm = np.asarray(confusion, dtype=np.float64)
+    k = cm.shape[0]
+    if cm.ndim != 2 or cm.shape[1] != k:
+        raise ValueError(f"confusion matrix must be square, got shape {cm.shape}")
+    rows = cm.sum(1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    cell = int(np.clip(720 // max(k, 1), 3, 36))
+    colours = 255.0 + share[..., None] * (_CONFUSION_DARK - 255.0)
+    colours[rows[:, 0] == 0] = _CONFUSION_EMPTY
+    matrix = Image.fromarray(np.repeat(np.repeat(colours + 0.5, cell, 0), cell, 1)
+                             .astype(np.uint8))
+    if cell >= 22:
+        draw = ImageDraw.Draw(matrix)
+        for g in range(k):
+            for p in range(k):
+                if rows[g, 0] > 0:
+                    text = f"{100 * share[g, p]:.0f}"
+                    x0, y0, x1, y1 = draw.textbbox((0, 0), text)
+                    fill = (255, 255, 255) if share[g, p] > 0.5 else (0, 0, 0)
+                    draw.text((p * cell + (cell - (x1 - x0)) // 2 - x0,
+                               g * cell + (cell - (y1 - y0)) // 2 - y0), text, fill=fill)
+    named = class_names is not None and k <= max_named
+    labels = [f"{i} {class_names[i]}" if named else str(i) for i in range(k)]
+    if cell < 10:  # too small for every label: every n-th id
+        step = int(np.ceil(10 / cell))
+        labels = [lab if i % step == 0 else "" for i, lab in enumerate(labels)]
+    probe = ImageDraw.Draw(matrix)
+    margin = 8 + max(probe.textbbox((0, 0), lab)[2] for lab in labels)
+    title = "row-normalised confusion: rows = ground truth, columns = prediction"
+    title_h, title_w = 16, probe.textbbox((0, 0), title)[2] + 8
+    size = k * cell
+    canvas = Image.new("RGB", (max(margin + size + 4, title_w), title_h + margin + size + 4),
+                       (255, 255, 255))
+    canvas.paste(_text_strip(labels, cell, margin), (0, title_h + margin))
+    # Column labels: the strip of the reversed labels turned clockwise reads top-down and ends
+    # at the matrix, class 0 on the left.
+    columns = _text_strip(labels[::-1], cell, margin).rotate(-90, expand=True)
+    canvas.paste(columns, (margin, title_h))
+    canvas.paste(matrix, (margin, title_h + margin))
+    ImageDraw.Draw(canvas).text((4, 2), title, fill=(0, 0, 0))
+    return np.asarray(canvas)

@@ -11,7 +11,7 @@ from .base import Metric
 from .depth import DEPTH_KEYS, DepthMetric, crop_bounds, crop_mask
 from .registry import METRICS, build_metric
 from .road import RoadMetric
-from .saliency import SaliencyMetric, e_measure, f_measure, s_measure
+from .saliency import SaliencyMetric, e_measure, f_measure, s_measure, weighted_f_measure
 from .segmentation import SegmentationMetric
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "e_measure",
     "f_measure",
     "s_measure",
+    "weighted_f_measure",
 ]

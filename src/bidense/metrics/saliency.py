@@ -1,12 +1,17 @@
 """Salient-object-detection metrics, following the PySODMetrics conventions.
 
 Per image (float64 numpy, the maps are small): MAE, an F-measure curve over 256 thresholds, the
-adaptive F-measure, the S-measure and the E-measure curve plus its adaptive value. The state is
-the sum of these per-image values and curves, so it merges and all-reduces by addition.
+adaptive F-measure, the weighted F-measure, the S-measure and the E-measure curve plus its
+adaptive value. The state is the sum of these per-image values and curves, so it merges and
+all-reduces by addition.
+
+The weighted F-measure needs ``scipy.ndimage`` (the ``[data]`` extra) for its Euclidean distance
+transform and Gaussian filter, exactly as PySODMetrics computes them.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -14,10 +19,17 @@ import torch
 
 from .base import Metric, as_tensor, split_batch
 
-__all__ = ["SaliencyMetric", "s_measure", "e_measure", "f_measure"]
+try:
+    from scipy import ndimage
+except ImportError:  # optional: only the weighted F-measure needs it
+    ndimage = None
+
+__all__ = ["SaliencyMetric", "s_measure", "e_measure", "f_measure", "weighted_f_measure"]
 
 _EPS = np.finfo(np.float64).eps
 _NBINS = 256
+#: per-image scalars summed in the ``scalars`` state, in this order
+_SCALAR_KEYS = ("mae", "adp_f", "s_measure", "adp_e", "wfm")
 
 
 def _quantise(pred: np.ndarray) -> np.ndarray:
@@ -173,8 +185,60 @@ def e_measure(pred_binary: np.ndarray, gt: np.ndarray) -> float:
     return float(total[0] / (size - 1 + _EPS))
 
 
+def _matlab_gaussian(size: int = 7, sigma: float = 5.0) -> np.ndarray:
+    """MATLAB's ``fspecial('gaussian', size, sigma)``: exp(-(x^2 + y^2) / (2 sigma^2)) on the
+    centred ``size x size`` grid, values below eps * max set to 0, normalised to sum 1."""
+    half = (size - 1) / 2
+    y, x = np.ogrid[-half : half + 1, -half : half + 1]
+    h = np.exp(-(x * x + y * y) / (2.0 * sigma * sigma))
+    h[h < _EPS * h.max()] = 0
+    return h / h.sum()
+
+
+_FBW_KERNEL = _matlab_gaussian(7, 5.0)
+
+
+def weighted_f_measure(pred: np.ndarray, gt: np.ndarray, beta2: float = 1.0) -> float:
+    """Weighted F-measure F^w_beta (Margolin, Zelnik-Manor and Tal, CVPR 2014), as the authors'
+    MATLAB code and PySODMetrics compute it.
+
+    ``pred`` is a float map in [0, 1], ``gt`` a boolean mask of the same shape. With
+    E = |pred - gt| and, for every pixel, d its Euclidean distance to the nearest foreground pixel
+    (``scipy.ndimage.distance_transform_edt``, which also picks that pixel; ties follow scipy)::
+
+        Et      = E on the foreground; on the background, E of the nearest foreground pixel
+        EA      = Et filtered with K, the 7x7 Gaussian of sigma 5 (zero padding)
+        E'      = min(E, EA) on the foreground, E on the background     (pixel dependency)
+        B       = 1 on the foreground, 2 - exp(ln(0.5) / 5 * d) on the background (importance)
+        Ew      = E' * B
+        TPw     = |gt| - sum_fg Ew,   FPw = sum_bg Ew
+        R^w     = 1 - mean_fg Ew,     P^w = TPw / (TPw + FPw + eps)
+        F^w     = (1 + beta^2) R^w P^w / (R^w + beta^2 P^w + eps)
+
+    beta^2 = 1 as in the paper. An all-background ground truth scores 0 (PySODMetrics).
+    """
+    if ndimage is None:
+        raise ImportError("the weighted F-measure needs scipy: pip install 'bidense[data]'")
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=bool)
+    if not gt.any():
+        return 0.0
+    dist, (rows, cols) = ndimage.distance_transform_edt(~gt, return_indices=True)
+    error = np.abs(pred - gt)
+    error_t = error[rows, cols]  # the foreground maps onto itself
+    error_a = ndimage.convolve(error_t, _FBW_KERNEL, mode="constant", cval=0.0)
+    min_error = np.where(gt & (error_a < error), error_a, error)
+    importance = np.where(gt, 1.0, 2.0 - np.exp(np.log(0.5) / 5.0 * dist))
+    error_w = min_error * importance
+    tp_w = gt.sum() - error_w[gt].sum()
+    fp_w = error_w[~gt].sum()
+    recall = 1.0 - error_w[gt].mean()
+    precision = tp_w / (tp_w + fp_w + _EPS)
+    return float((1.0 + beta2) * recall * precision / (recall + beta2 * precision + _EPS))
+
+
 class SaliencyMetric(Metric):
-    """MAE, max/mean/adaptive F (beta^2 = 0.3), S-measure and E-measure, averaged over images.
+    """MAE, max/mean/adaptive F (beta^2 = 0.3), weighted F, S- and E-measure, averaged over images.
 
     Input preparation (PySODMetrics): ``pred`` holds probabilities in [0, 1] (uint8 maps are read
     as /255); unless ``normalize=False`` each image is min-max normalised when it is not constant.
@@ -188,30 +252,44 @@ class SaliencyMetric(Metric):
       ``uint8(S * 255)`` and binarised at each threshold t = 0..255 (S_q >= t). ``max_f`` is the
       maximum and ``mean_f`` the mean of the image-averaged curve.
     * ``adp_f``: F of ``S >= min(2 mean(S), 1)`` (Achanta et al. 2009), averaged over images.
+    * ``wfm``: the weighted F-measure (Margolin et al. 2014, beta^2 = 1) of the continuous map,
+      see :func:`weighted_f_measure`, averaged over images.
     * ``s_measure`` (Fan et al. 2017, alpha = 0.5): see :func:`s_measure`.
     * E-measure (Fan et al. 2018): see :func:`e_measure`; the curve over the same 256 thresholds
       gives ``max_e`` and ``mean_e``, the adaptive threshold gives ``adp_e``. The key
       ``e_measure`` is **mean-E** (``mean_e``), the variant most SOD papers tabulate as E_xi^m.
 
     Args:
-        beta2: beta^2 of the F-measure.
+        beta2: beta^2 of the F-measure (not of ``wfm``, whose beta^2 is 1).
         alpha: S-measure balance between object and region terms.
         normalize: min-max normalise each non-constant prediction first.
+        weighted_f: compute ``wfm`` (needs scipy). ``None``: when scipy is installed (with a
+            warning otherwise); ``False``: skip it. ``wfm`` is NaN when it is not computed.
     """
 
-    def __init__(self, beta2: float = 0.3, alpha: float = 0.5, normalize: bool = True) -> None:
+    def __init__(self, beta2: float = 0.3, alpha: float = 0.5, normalize: bool = True,
+                 weighted_f: bool | None = None) -> None:
         super().__init__()
         self.beta2 = float(beta2)
         self.alpha = float(alpha)
         self.normalize = bool(normalize)
-        # Scalars per image: mae, adp_f, s_measure, adp_e.
-        self._add_state("scalars", torch.zeros(4, dtype=torch.float64))
+        if weighted_f is None:
+            weighted_f = ndimage is not None
+            if not weighted_f:
+                warnings.warn("SaliencyMetric: scipy is not installed, so the weighted "
+                              "F-measure 'wfm' is NaN (pip install 'bidense[data]')", stacklevel=2)
+        elif weighted_f and ndimage is None:
+            raise ImportError("SaliencyMetric(weighted_f=True) needs scipy: "
+                              "pip install 'bidense[data]'")
+        self.weighted_f = bool(weighted_f)
+        self._add_state("scalars", torch.zeros(len(_SCALAR_KEYS), dtype=torch.float64))
         self._add_state("f_curve", torch.zeros(_NBINS, dtype=torch.float64))
         self._add_state("e_curve", torch.zeros(_NBINS, dtype=torch.float64))
         self._add_state("count", torch.zeros((), dtype=torch.int64))
 
     def _config(self) -> dict[str, Any]:
-        return {"beta2": self.beta2, "alpha": self.alpha, "normalize": self.normalize}
+        return {"beta2": self.beta2, "alpha": self.alpha, "normalize": self.normalize,
+                "weighted_f": self.weighted_f}
 
     def _prepare(self, pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
         p = split_batch(as_tensor(pred, "pred"), "pred").cpu()
@@ -271,12 +349,13 @@ class SaliencyMetric(Metric):
         adp_e = _enhanced_sum(a_tp, a_fp, gt_fg, size)[0] / (size - 1 + _EPS)
 
         sm = s_measure(s, g, self.alpha)
-        return np.array([mae, adp_f, sm, adp_e]), f_curve, e_curve
+        wfm = weighted_f_measure(s, g) if self.weighted_f else 0.0
+        return np.array([mae, adp_f, sm, adp_e, wfm]), f_curve, e_curve
 
     def update(self, pred: Any, target: Any) -> None:
         """Add a batch of maps: (H, W), (B, H, W) or (B, 1, H, W), pred and target alike."""
         pn, tn = self._prepare(pred, target)
-        scal = np.zeros(4)
+        scal = np.zeros(len(_SCALAR_KEYS))
         fc = np.zeros(_NBINS)
         ec = np.zeros(_NBINS)
         for s, g in zip(pn, tn):
@@ -290,29 +369,32 @@ class SaliencyMetric(Metric):
         self._add_to("count", torch.tensor(pn.shape[0]))
 
     def compute(self) -> dict[str, Any]:
-        """Return ``mae max_f mean_f adp_f s_measure e_measure max_e mean_e adp_e`` and ``count``.
+        """Return ``mae max_f mean_f adp_f wfm s_measure e_measure max_e mean_e adp_e`` and
+        ``count``.
 
-        ``e_measure`` equals ``mean_e``. With no image seen every value is NaN.
+        ``e_measure`` equals ``mean_e``; ``wfm`` is NaN unless ``weighted_f``. With no image seen
+        every value is NaN.
         """
         n = int(self._state["count"])
         if n == 0:
-            keys = ("mae", "max_f", "mean_f", "adp_f", "s_measure", "e_measure", "max_e",
+            keys = ("mae", "max_f", "mean_f", "adp_f", "wfm", "s_measure", "e_measure", "max_e",
                     "mean_e", "adp_e")
             out: dict[str, Any] = {k: float("nan") for k in keys}
             out["count"] = 0
             return out
-        scal = (self._state["scalars"] / n).tolist()
+        scal = dict(zip(_SCALAR_KEYS, (self._state["scalars"] / n).tolist(), strict=True))
         f = self._state["f_curve"] / n
         e = self._state["e_curve"] / n
         return {
-            "mae": scal[0],
+            "mae": scal["mae"],
             "max_f": float(f.max()),
             "mean_f": float(f.mean()),
-            "adp_f": scal[1],
-            "s_measure": scal[2],
+            "adp_f": scal["adp_f"],
+            "wfm": scal["wfm"] if self.weighted_f else float("nan"),
+            "s_measure": scal["s_measure"],
             "e_measure": float(e.mean()),
             "max_e": float(e.max()),
             "mean_e": float(e.mean()),
-            "adp_e": scal[3],
+            "adp_e": scal["adp_e"],
             "count": n,
         }

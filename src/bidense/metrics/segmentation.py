@@ -1,16 +1,38 @@
-"""Semantic-segmentation metrics from a dataset-level confusion matrix."""
+"""Semantic-segmentation metrics from a dataset-level confusion matrix, and the per-class table
+users report beside mIoU."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from .base import Metric, as_tensor, split_batch
 
-__all__ = ["SegmentationMetric"]
+__all__ = ["SegmentationMetric", "class_names_or_ids", "format_per_class"]
 
 _PROTOCOLS = ("default", "bidense-reference")
+
+
+def class_names_or_ids(num_classes: int, names: Sequence[str] | None = None) -> list[str]:
+    """``names`` as a list when it has one name per class; ``None`` gives ``class_<i>``."""
+    if names is None:
+        return [f"class_{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for {num_classes} classes")
+    return [str(n) for n in names]
+
+
+def format_per_class(rows: Sequence[dict[str, Any]]) -> str:
+    """The per-class table (:meth:`SegmentationMetric.per_class` rows) as aligned text, values
+    as fractions like the other metrics; NaN (class never seen) prints as ``nan``."""
+    width = max([len("class")] + [len(r["name"]) for r in rows])
+    lines = [f"{'id':>4}  {'class':<{width}}  {'IoU':>7}  {'Acc':>7}  {'pixels':>10}"]
+    for r in rows:
+        lines.append(f"{r['id']:>4}  {r['name']:<{width}}  {r['IoU']:7.4f}  {r['Acc']:7.4f}  "
+                     f"{r['pixels']:>10}")
+    return "\n".join(lines)
 
 
 class SegmentationMetric(Metric):
@@ -137,6 +159,22 @@ class SegmentationMetric(Metric):
             acc = (tv == pv).sum().double() / labelled
             self._add_to("batch_acc_sum", acc.cpu() * t.shape[0])
             self._add_to("batch_images", torch.tensor(t.shape[0]))
+
+    def per_class(self, class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """One row per class, sorted by class id: ``{"id", "name", "IoU", "Acc", "pixels"}``.
+
+        ``IoU``/``Acc`` are :meth:`compute`'s values (so the protocol's convention for absent
+        classes holds), ``pixels`` the labelled ground-truth pixels of the class, ``name`` from
+        ``class_names`` (one per class) or ``class_<i>``.
+        """
+        names = class_names_or_ids(self.num_classes, class_names)
+        result = self.compute()
+        pixels = self._state["confmat"].sum(1).tolist()
+        return [
+            {"id": i, "name": names[i], "IoU": result["IoU"][i], "Acc": result["Acc"][i],
+             "pixels": int(pixels[i])}
+            for i in range(self.num_classes)
+        ]
 
     @property
     def confusion_matrix(self) -> torch.Tensor:
