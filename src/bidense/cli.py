@@ -1,4 +1,5 @@
-"""``bidense`` command line: train | eval | predict | summary | demo | export | benchmark.
+"""``bidense`` command line: train | eval | predict | summary | demo | export | benchmark |
+datasets | serve.
 
 Each sub-command is a thin wrapper over a library function; errors the user can fix are printed
 as one line ``bidense: error: ...`` with exit code 2 (``--debug`` shows the traceback).
