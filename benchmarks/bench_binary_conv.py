@@ -2,7 +2,8 @@
 
     python benchmarks/bench_binary_conv.py --threads 1 2 --repeats 30 --json layer_bench.json
 
-Prints CPU features, the chosen kernel path and a min/median table with the speed-up ratios;
+Prints CPU features, per ISA side (native; kernels and PyTorch limited to AVX2) the kernel path
+and PyTorch's CPU capability, a min/median table and the ratios of the sides side by side;
 writes JSON. The logic lives in ``bidense.benchmark.layers.run_layer_benchmark`` so that the
 ``bidense benchmark`` CLI can call it too.
 """

@@ -1,8 +1,9 @@
-"""Whole-model benchmark: packed bidense runtime vs PyTorch fp32 and PyTorch fake-binary.
+"""Whole-model benchmark: packed bidense runtime vs PyTorch fp32, onnxruntime fp32, fake-binary.
 
 Usage: ``python benchmarks/bench_models.py --what models --threads 1,2 --repeats 10 --json
 out.json`` (``--what layers|models|all``). Same code as ``bidense benchmark``; see
-``bidense.benchmark.models`` for what is measured and the Amdahl rule.
+``bidense.benchmark.models`` for what is measured (native and AVX2-limited sides, the Amdahl
+bound and share of it, peak RSS, where the runtime's time goes, the DAB variants side by side).
 """
 
 from __future__ import annotations

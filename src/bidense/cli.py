@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="check runtime == PyTorch")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("benchmark", help="latency of packed binary layers/models vs PyTorch")
+    p = sub.add_parser("benchmark", help="latency of packed binary layers/models vs PyTorch and "
+                       "onnxruntime, native and limited to AVX2")
     p.add_argument("--what", choices=["layers", "models", "all"], default="layers")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--repeats", type=int, default=20)
