@@ -14,15 +14,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from bidense.export.bdn import export, max_relative_error
+from bidense.export.verification import forced_comparison
 from bidense.models import create_model, list_models
 from bidense.models.methods import METHODS
 from bidense.nn import BiDenseConv2d, BinaryConv2d
 from bidense.runtime.runner import Runtime, RuntimeInputError
 
 TOL = 1e-4
-# GELU(x) for x in about [-5.55, -5.49] is 0 or about -1.6e-7 depending on PyTorch's GELU
-# kernel (oneDNN's approximation); a following sign() then differs (see docs/runtime.md).
-GELU_BAND = (-5.6, -5.45)
+# signs that may flip inherently (a value within float rounding of its threshold) with the
+# previous binary layers fed PyTorch's inputs (bidense.export.verification.forced_comparison);
+# measured on these randomised-BN cases: none (the bnn/GELU cases included), except one in
+# dpt_vit_tiny/reactnet at 84 px (head.conv: its input lies within 1e-6 relative of the RSign
+# threshold; the output then differs by 0.011, every argmax agrees)
+MAX_FLIPS = 1
 
 
 def _randomize_bn(model: nn.Module) -> None:
@@ -35,21 +39,6 @@ def _randomize_bn(model: nn.Module) -> None:
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.1)
-
-
-def _gelu_band_hits(model: nn.Module, x: torch.Tensor) -> int:
-    hits = [0]
-
-    def hook(_m, inp, _out):
-        v = inp[0]
-        hits[0] += int(((v > GELU_BAND[0]) & (v < GELU_BAND[1])).sum())
-
-    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.GELU)]
-    with torch.no_grad():
-        model(x)
-    for h in hs:
-        h.remove()
-    return hits[0]
 
 
 def _check_model(tmp_path: Path, name: str, method: str, size: int, seed: int = 0):
@@ -66,9 +55,9 @@ def _check_model(tmp_path: Path, name: str, method: str, size: int, seed: int = 
     got = rt(x.numpy())
     assert got.shape == ref.shape and got.dtype == np.float32
     err = max_relative_error(got, ref)
-    if err > TOL and method == "bnn" and _gelu_band_hits(model, x):
-        pytest.xfail(f"sign(GELU(x)) undecidable near x = -5.5 in PyTorch ({err:.2g})")
-    assert err < TOL, f"{name}/{method}@{size}: max rel error {err:.3g}"
+    c = forced_comparison(model, rt, x)
+    assert c.local_error < TOL, f"{name}/{method}@{size}: {c}"  # a bug, not a flip
+    assert err < TOL or 0 < c.sign_flips <= MAX_FLIPS, f"{name}/{method}@{size}: {c}"
     return rt
 
 
