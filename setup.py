@@ -7,6 +7,7 @@ warning and ``bidense.runtime.kernels`` falls back to its pure-numpy path.
 
 Flags: ``-O3`` and OpenMP, never ``-march=native``; the AVX2 / AVX-512 kernels are compiled per
 function with ``__attribute__((target(...)))`` and chosen at run time from the CPU's features.
+On aarch64 the NEON kernels need no flag (NEON is part of the base ISA).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ _OPTIONAL_NOTE = (
 def _flags(openmp: bool) -> tuple[list[str], list[str]]:
     if sys.platform == "win32":
         return (["/O2"] + (["/openmp"] if openmp else []), [])
-    compile_args = ["-O3", "-std=c11", "-fno-strict-aliasing"]
+    # -ffp-contract=off: the float epilogues must round after every multiply and add, like the
+    # numpy path; clang contracts a * b + c into an FMA by default wherever FMA is baseline
+    # (aarch64), and gcc does outside ISO C mode.
+    compile_args = ["-O3", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off"]
     link_args: list[str] = []
     if openmp:
         compile_args.append("-fopenmp")

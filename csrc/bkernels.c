@@ -10,7 +10,8 @@
  *   - the +-1 dot product over K true bit positions is K - 2*popcount(x XOR w).
  * Dense convs use implicit GEMM over contiguous row segments of a one-padded copy of the
  * input, 8-output-channel weight panels and an ISA-specific micro-kernel chosen at run time
- * (AVX-512 VPOPCNTDQ, AVX2 nibble LUT with byte accumulators, scalar POPCNT, portable C).
+ * (AVX-512 VPOPCNTDQ, AVX2 nibble LUT with byte accumulators, scalar POPCNT, NEON vcnt with
+ * byte accumulators on aarch64, portable C).
  * Zero padding (PyTorch semantics) is restored exactly by a per-output-channel border
  * correction: the one-padded count includes the -1 weights of padded taps, which we subtract.
  *
@@ -25,9 +26,14 @@
  *     entry point states (uint64, int64, float32, float64) holding exactly the element count its
  *     sizes imply, writable for outputs; anything else raises ValueError naming the argument.
  *     The views of one call are collected in a views_t and released at its one cleanup label.
+ *
+ * -DBIDENSE_NO_PYTHON compiles the kernels and the dense conv driver (conv_sizes, conv2d_run)
+ * without the CPython glue, for C test drivers such as tools/neon_check.c.
  */
+#ifndef BIDENSE_NO_PYTHON
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -45,7 +51,17 @@
 #define BK_X86 0
 #endif
 
-enum { P_PORTABLE = 0, P_POPCNT = 1, P_AVX2 = 2, P_AVX512 = 3 };
+/* NEON is mandatory on aarch64, so its kernels are a compile-time choice. */
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define BK_NEON 1
+#include <arm_neon.h>
+#else
+#define BK_NEON 0
+#endif
+
+/* Kernel paths (kernels._PATH_ID). P_POPCNT, P_AVX2 and P_AVX512 exist on x86 only, P_NEON on
+ * aarch64 only (path_supported says which run here). */
+enum { P_PORTABLE = 0, P_POPCNT = 1, P_AVX2 = 2, P_AVX512 = 3, P_NEON = 4 };
 
 /* Segments of the reduction: each is `len` contiguous input words at offset `off` (relative to
  * the pixel's base word) matched with weight K-words starting at `k`. */
@@ -198,10 +214,77 @@ AVX512_MK(1, 6)
 AVX512_MK(1, 1)
 #endif /* BK_X86 */
 
+#if BK_NEON
+/* ------------------------------------------------------------------------------------------ */
+/* NEON: one q register holds 2 oc x 64 bits of one K-word; vcntq_u8 gives byte popcounts of
+ * x XOR w, summed in byte accumulators and flushed at most every 31 K-words (31 * 8 = 248 <=
+ * 255, as on AVX2) by pairwise widening adds into uint32 per-oc counts. 8 oc (four q
+ * registers) x NR px. */
+
+/* Add the byte counts b (oc pairs 01, 23, 45, 67) to the per-oc counts lo (oc 0-3) and hi
+ * (oc 4-7) and clear them: vpaddlq_u8 + vpaddlq_u16 leave each oc's count in two uint32
+ * lanes, and vpaddq_u32 adds those pairs across two registers. */
+static inline void neon_flush(uint8x16_t b[4], uint32x4_t *lo, uint32x4_t *hi) {
+    uint32x4_t h[4];
+    for (int q = 0; q < 4; q++) {
+        h[q] = vpaddlq_u16(vpaddlq_u8(b[q]));
+        b[q] = vdupq_n_u8(0);
+    }
+    *lo = vaddq_u32(*lo, vpaddq_u32(h[0], h[1]));
+    *hi = vaddq_u32(*hi, vpaddq_u32(h[2], h[3]));
+}
+
+#define NEON_MK(NR)                                                                             \
+    static void mk_neon_##NR(const segs_t *sg, const uint64_t *base, long ps,                  \
+                             const uint64_t *panel, int32_t *cnt, long cstride) {               \
+        uint8x16_t b[NR][4];                                                                    \
+        uint32x4_t lo[NR], hi[NR];                                                              \
+        for (int p = 0; p < NR; p++) {                                                          \
+            for (int q = 0; q < 4; q++) b[p][q] = vdupq_n_u8(0);                                \
+            lo[p] = hi[p] = vdupq_n_u32(0);                                                     \
+        }                                                                                       \
+        int since = 0;                                                                          \
+        for (int s = 0; s < sg->n; s++) {                                                       \
+            const uint64_t *a = base + sg->off[s];                                              \
+            const uint64_t *w = panel + (long)sg->k[s] * 8;                                     \
+            int len = sg->len[s];                                                               \
+            int k = 0;                                                                          \
+            while (k < len) {                                                                   \
+                int chunk = len - k;                                                            \
+                if (chunk > 31 - since) chunk = 31 - since;                                     \
+                for (int j = 0; j < chunk; j++, k++) {                                          \
+                    uint8x16_t wv[4];                                                           \
+                    for (int q = 0; q < 4; q++)                                                 \
+                        wv[q] = vreinterpretq_u8_u64(vld1q_u64(w + k * 8 + q * 2));             \
+                    for (int p = 0; p < NR; p++) {                                              \
+                        uint8x16_t v = vreinterpretq_u8_u64(vld1q_dup_u64(a + p * ps + k));     \
+                        for (int q = 0; q < 4; q++)                                             \
+                            b[p][q] = vaddq_u8(b[p][q], vcntq_u8(veorq_u8(v, wv[q])));          \
+                    }                                                                           \
+                }                                                                               \
+                since += chunk;                                                                 \
+                if (since == 31) {                                                              \
+                    for (int p = 0; p < NR; p++) neon_flush(b[p], &lo[p], &hi[p]);              \
+                    since = 0;                                                                  \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        for (int p = 0; p < NR; p++) {                                                          \
+            neon_flush(b[p], &lo[p], &hi[p]);                                                   \
+            vst1q_s32(cnt + p * cstride, vreinterpretq_s32_u32(lo[p]));                         \
+            vst1q_s32(cnt + p * cstride + 4, vreinterpretq_s32_u32(hi[p]));                     \
+        }                                                                                       \
+    }
+
+NEON_MK(4)
+NEON_MK(1)
+#endif /* BK_NEON */
+
 /* ------------------------------------------------------------------------------------------ */
 /* CPU features and path selection.                                                           */
 
 static int cpu_has(const char *what) {
+    if (!strcmp(what, "neon")) return BK_NEON;
 #if BK_X86
     __builtin_cpu_init();
     if (!strcmp(what, "popcnt")) return __builtin_cpu_supports("popcnt") ? 1 : 0;
@@ -223,6 +306,7 @@ static int path_supported(int path) {
     case P_POPCNT: return cpu_has("popcnt");
     case P_AVX2: return cpu_has("avx2") && cpu_has("popcnt");
     case P_AVX512: return cpu_has("avx512f") && cpu_has("avx512vpopcntdq");
+    case P_NEON: return cpu_has("neon");
     default: return 0;
     }
 }
@@ -322,6 +406,16 @@ static void conv_row(const conv_t *c, int n, int oy, int p0, int p1, int32_t *cn
                 }
                 break;
 #endif
+#if BK_NEON
+            case P_NEON:
+                if (c->Wo - ox >= 4) {
+                    mk_neon_4(&c->sg, base, ps, panel, cp, cstride);
+                    done = 4;
+                } else {
+                    mk_neon_1(&c->sg, base, ps, panel, cp, cstride);
+                }
+                break;
+#endif
             default:
                 if (c->Wo - ox >= 2) {
                     mk_portable_2(&c->sg, base, ps, panel, cp, cstride);
@@ -376,6 +470,130 @@ static void conv_row(const conv_t *c, int n, int oy, int p0, int p1, int32_t *cn
 }
 
 static int popc_any(uint64_t x) { return popc_swar(x); }
+
+/* Derived sizes of a conv_t whose geometry is set: words per pixel, padded input, output.
+ * Returns -1 when the dilated kernel does not fit the padded input. */
+static int conv_sizes(conv_t *c) {
+    c->CW = (c->C + 63) / 64;
+    c->Hp = c->H + 2 * c->ph;
+    c->Wp = c->W + 2 * c->pw;
+    if (c->Hp - c->dh * (c->KH - 1) - 1 < 0 || c->Wp - c->dw * (c->KW - 1) - 1 < 0) return -1;
+    c->Ho = (c->Hp - c->dh * (c->KH - 1) - 1) / c->sh + 1;
+    c->Wo = (c->Wp - c->dw * (c->KW - 1) - 1) / c->sw + 1;
+    return 0;
+}
+
+/* conv2d's computation on a conv_t filled as conv_parse does: one-padded input copy, 8-oc
+ * weight panels, per-tap -1 weight counts, then the rows on c->threads threads. Needs no
+ * Python (it runs with the GIL released). Returns -1 when out of memory, else 0. */
+static int conv2d_run(conv_t *c) {
+    c->K = c->KH * c->KW * c->CW;
+    c->NP = (c->O + 7) / 8;
+    const int T = c->KH * c->KW;
+    const int threads = c->threads;
+
+    /* Segments: with dilation 1 the KW taps of one kernel row are one contiguous run (conv_parse
+     * limits dilated kernels to 64 taps, one segment each). */
+    if (c->dw == 1) {
+        c->sg.n = c->KH;
+        for (int ky = 0; ky < c->KH; ky++) {
+            c->sg.off[ky] = (long)ky * c->dh * c->Wp * c->CW;
+            c->sg.len[ky] = c->KW * c->CW;
+            c->sg.k[ky] = ky * c->KW * c->CW;
+        }
+    } else {
+        c->sg.n = T;
+        for (int ky = 0; ky < c->KH; ky++)
+            for (int kx = 0; kx < c->KW; kx++) {
+                int t = ky * c->KW + kx;
+                c->sg.off[t] = ((long)ky * c->dh * c->Wp + (long)kx * c->dw) * c->CW;
+                c->sg.len[t] = c->CW;
+                c->sg.k[t] = t * c->CW;
+            }
+    }
+
+    uint64_t *padded = NULL, *panels = NULL;
+    int32_t *negw = NULL;
+    int failed = 0;
+
+    if (c->ph || c->pw) {
+        /* one-padding: 0 words are +1 inputs */
+        padded = (uint64_t *)calloc((size_t)c->N * c->Hp * c->Wp * c->CW + 8, 8);
+        if (!padded) failed = 1;
+        else {
+            for (int n = 0; n < c->N; n++)
+                for (int y = 0; y < c->H; y++)
+                    memcpy(padded + (((long)n * c->Hp + y + c->ph) * c->Wp + c->pw) * c->CW,
+                           c->x + ((long)n * c->H + y) * c->W * c->CW,
+                           (size_t)c->W * c->CW * 8);
+            c->in = padded;
+        }
+    } else {
+        c->in = c->x;
+    }
+    panels = (uint64_t *)calloc((size_t)c->NP * c->K * 8, 8);
+    negw = (int32_t *)calloc((size_t)c->O * T, 4);
+    if (!panels || !negw) failed = 1;
+    if (!failed) {
+        for (int o = 0; o < c->O; o++) {
+            const uint64_t *wo = c->w + (long)o * c->K;
+            for (int k = 0; k < c->K; k++)
+                panels[((long)(o / 8) * c->K + k) * 8 + (o % 8)] = wo[k];
+            for (int t = 0; t < T; t++) {
+                int s = 0;
+                for (int cw = 0; cw < c->CW; cw++) s += popc_any(wo[t * c->CW + cw]);
+                negw[(long)o * T + t] = s;
+            }
+        }
+        c->panels = panels;
+        c->negw = negw;
+
+        /* Tasks: output rows x panel blocks, handed out dynamically so that a thread preempted
+         * by other load on a shared machine does not stall the whole call; split panels only
+         * when rows are too few to keep every thread busy. Each output element is computed by
+         * exactly one task with the same arithmetic, so results do not depend on the thread
+         * count. */
+        long rows = (long)c->N * c->Ho;
+        int nblk = 1;
+        if (rows < 4L * threads) {
+            nblk = (int)((4L * threads + rows - 1) / rows);
+            if (nblk > c->NP) nblk = c->NP;
+        }
+        /* keep panel pairs together for the 16-oc AVX-512 micro-kernel */
+        int per = (c->NP + nblk - 1) / nblk;
+        if (per % 2 && per < c->NP) per++;
+        nblk = (c->NP + per - 1) / per;
+        long ntask = rows * nblk;
+        size_t cntsz = (size_t)c->Wo * c->NP * 8;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+        {
+            int32_t *cnt = (int32_t *)malloc(cntsz * 4);
+            if (!cnt) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                failed = 1;
+            }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+            for (long t = 0; t < ntask; t++) {
+                if (!cnt) continue;
+                long r = t / nblk;
+                int b = (int)(t % nblk);
+                int p0 = b * per, p1 = p0 + per < c->NP ? p0 + per : c->NP;
+                conv_row(c, (int)(r / c->Ho), (int)(r % c->Ho), p0, p1, cnt);
+            }
+            free(cnt);
+        }
+    }
+    free(padded);
+    free(panels);
+    free(negw);
+    return failed ? -1 : 0;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Depthwise conv (groups = C): per-channel counts with bit-sliced counters over the taps.     */
@@ -439,6 +657,7 @@ static void dw_row(const conv_t *d, int n, int oy) {
     }
 }
 
+#ifndef BIDENSE_NO_PYTHON
 /* ------------------------------------------------------------------------------------------ */
 /* Python glue: keyword parsing and buffer checks shared by every entry point.                */
 
@@ -706,15 +925,10 @@ static int conv_parse(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
                      vs->fn, c->path);
         return -1;
     }
-    c->CW = (c->C + 63) / 64;
-    c->Hp = c->H + 2 * c->ph;
-    c->Wp = c->W + 2 * c->pw;
-    if (c->Hp - c->dh * (c->KH - 1) - 1 < 0 || c->Wp - c->dw * (c->KW - 1) - 1 < 0) {
+    if (conv_sizes(c) < 0) {
         PyErr_Format(PyExc_ValueError, "_bkernels.%s: kernel larger than padded input", vs->fn);
         return -1;
     }
-    c->Ho = (c->Hp - c->dh * (c->KH - 1) - 1) / c->sh + 1;
-    c->Wo = (c->Wp - c->dw * (c->KW - 1) - 1) / c->sw + 1;
     const Py_ssize_t taps = (Py_ssize_t)c->KH * c->KW * c->CW;
     const Py_ssize_t outs = (Py_ssize_t)c->N * c->Ho * c->Wo * c->O;
     c->x = get_buf(vs, a.x_bits, "x_bits", T_U64, (Py_ssize_t)c->N * c->H * c->W * c->CW, BUF_IN);
@@ -739,110 +953,9 @@ static PyObject *py_conv2d(PyObject *self, PyObject *const *args, Py_ssize_t nar
     views_t vs = {.fn = "conv2d"};
     PyObject *ret = NULL;
     if (conv_parse(args, nargs, kwnames, 0, &c, &vs) < 0) goto done;
-    c.K = c.KH * c.KW * c.CW;
-    c.NP = (c.O + 7) / 8;
-    const int T = c.KH * c.KW;
-    const int threads = c.threads;
-
-    /* Segments: with dilation 1 the KW taps of one kernel row are one contiguous run (conv_parse
-     * limits dilated kernels to 64 taps, one segment each). */
-    if (c.dw == 1) {
-        c.sg.n = c.KH;
-        for (int ky = 0; ky < c.KH; ky++) {
-            c.sg.off[ky] = (long)ky * c.dh * c.Wp * c.CW;
-            c.sg.len[ky] = c.KW * c.CW;
-            c.sg.k[ky] = ky * c.KW * c.CW;
-        }
-    } else {
-        c.sg.n = T;
-        for (int ky = 0; ky < c.KH; ky++)
-            for (int kx = 0; kx < c.KW; kx++) {
-                int t = ky * c.KW + kx;
-                c.sg.off[t] = ((long)ky * c.dh * c.Wp + (long)kx * c.dw) * c.CW;
-                c.sg.len[t] = c.CW;
-                c.sg.k[t] = t * c.CW;
-            }
-    }
-
-    uint64_t *padded = NULL, *panels = NULL;
-    int32_t *negw = NULL;
-    int failed = 0;
-
+    int failed;
     Py_BEGIN_ALLOW_THREADS
-    if (c.ph || c.pw) {
-        /* one-padding: 0 words are +1 inputs */
-        padded = (uint64_t *)calloc((size_t)c.N * c.Hp * c.Wp * c.CW + 8, 8);
-        if (!padded) failed = 1;
-        else {
-            for (int n = 0; n < c.N; n++)
-                for (int y = 0; y < c.H; y++)
-                    memcpy(padded + (((long)n * c.Hp + y + c.ph) * c.Wp + c.pw) * c.CW,
-                           c.x + ((long)n * c.H + y) * c.W * c.CW, (size_t)c.W * c.CW * 8);
-            c.in = padded;
-        }
-    } else {
-        c.in = c.x;
-    }
-    panels = (uint64_t *)calloc((size_t)c.NP * c.K * 8, 8);
-    negw = (int32_t *)calloc((size_t)c.O * T, 4);
-    if (!panels || !negw) failed = 1;
-    if (!failed) {
-        for (int o = 0; o < c.O; o++) {
-            const uint64_t *wo = c.w + (long)o * c.K;
-            for (int k = 0; k < c.K; k++) panels[((long)(o / 8) * c.K + k) * 8 + (o % 8)] = wo[k];
-            for (int t = 0; t < T; t++) {
-                int s = 0;
-                for (int cw = 0; cw < c.CW; cw++) s += popc_any(wo[t * c.CW + cw]);
-                negw[(long)o * T + t] = s;
-            }
-        }
-        c.panels = panels;
-        c.negw = negw;
-
-        /* Tasks: output rows x panel blocks, handed out dynamically so that a thread preempted
-         * by other load on a shared machine does not stall the whole call; split panels only
-         * when rows are too few to keep every thread busy. Each output element is computed by
-         * exactly one task with the same arithmetic, so results do not depend on the thread
-         * count. */
-        long rows = (long)c.N * c.Ho;
-        int nblk = 1;
-        if (rows < 4L * threads) {
-            nblk = (int)((4L * threads + rows - 1) / rows);
-            if (nblk > c.NP) nblk = c.NP;
-        }
-        /* keep panel pairs together for the 16-oc AVX-512 micro-kernel */
-        int per = (c.NP + nblk - 1) / nblk;
-        if (per % 2 && per < c.NP) per++;
-        nblk = (c.NP + per - 1) / per;
-        long ntask = rows * nblk;
-        size_t cntsz = (size_t)c.Wo * c.NP * 8;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-#endif
-        {
-            int32_t *cnt = (int32_t *)malloc(cntsz * 4);
-            if (!cnt) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-                failed = 1;
-            }
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-            for (long t = 0; t < ntask; t++) {
-                if (!cnt) continue;
-                long r = t / nblk;
-                int b = (int)(t % nblk);
-                int p0 = b * per, p1 = p0 + per < c.NP ? p0 + per : c.NP;
-                conv_row(&c, (int)(r / c.Ho), (int)(r % c.Ho), p0, p1, cnt);
-            }
-            free(cnt);
-        }
-    }
-    free(padded);
-    free(panels);
-    free(negw);
+    failed = conv2d_run(&c);
     Py_END_ALLOW_THREADS
 
     if (failed) PyErr_NoMemory();
@@ -1578,7 +1691,7 @@ done:
 static PyObject *py_cpu_features(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
-    const char *names[] = {"popcnt", "avx2", "fma", "bmi2", "avx512f", "avx512vpopcntdq"};
+    const char *names[] = {"popcnt", "avx2", "fma", "bmi2", "avx512f", "avx512vpopcntdq", "neon"};
     PyObject *d = PyDict_New();
     if (!d) return NULL;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -1641,3 +1754,4 @@ static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_bkernels",
                                     methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__bkernels(void) { return PyModule_Create(&moddef); }
+#endif /* BIDENSE_NO_PYTHON */

@@ -21,14 +21,21 @@ Conventions (engines.md section 5.1; LCE's layout):
   subtract the exact per-output-channel border correction, engines.md 7 (1)).
   ``pad_mode="one"`` treats padded taps as +1 inputs (Larq's ``pad_values=1``).
 
-Backends (``backend()``; forced with ``BIDENSE_KERNEL=avx512|avx2|popcnt|portable|numpy`` or the
-``backend=`` argument): ``avx512`` (VPOPCNTDQ, 16 oc x 6 px), ``avx2`` (nibble-LUT popcount with
-byte accumulators flushed by ``vpsadbw`` at most every 31 K-words, 8 oc x 4 px, engines.md 5.5-5.6),
-``popcnt`` (scalar POPCNT, 8 oc x 2 px), ``portable`` (plain C, SWAR popcount) and ``numpy`` (pure
-numpy reference path used when the extension is not built). All integer results are bit-exact on
-every backend, and the float epilogue uses the same float32 operations everywhere, so the backends
-agree bit for bit. The depthwise kernel is a single ISA-independent C routine (bit-sliced counters)
-on every compiled backend.
+Backends (``backend()``; forced with ``BIDENSE_KERNEL=avx512|avx2|popcnt|neon|portable|numpy``
+or the ``backend=`` argument): ``avx512`` (VPOPCNTDQ, 16 oc x 6 px), ``avx2`` (nibble-LUT popcount
+with byte accumulators flushed by ``vpsadbw`` at most every 31 K-words, 8 oc x 4 px, engines.md
+5.5-5.6), ``popcnt`` (scalar POPCNT, 8 oc x 2 px), ``neon`` (aarch64 only: ``vcntq_u8`` byte
+popcounts in byte accumulators flushed at most every 31 K-words by pairwise widening adds,
+``vpaddlq_u8``/``vpaddlq_u16``/``vpaddq_u32``, into per-oc counts, 8 oc x 4 px; NEON is mandatory on
+aarch64, so the build decides and ``cpu_features()["neon"]`` reports it), ``portable`` (plain C,
+SWAR popcount) and ``numpy`` (pure numpy reference path used when the extension is not built).
+All integer results are bit-exact on every backend, and the float epilogue uses the same float32
+operations everywhere (the build disables floating-point contraction, so no compiler fuses them
+into FMAs, which aarch64 compilers otherwise do), so the backends agree bit for bit. The NEON path
+is checked against the portable one under user-mode emulation by ``tests/test_kernels_neon.py``
+(``tools/neon_check.c``). Only the dense conv has a NEON micro-kernel: on aarch64 packing,
+thresholding, ``fp_gemm`` and the other helpers run their portable C versions. The depthwise kernel
+is a single ISA-independent C routine (bit-sliced counters) on every compiled backend.
 
 Calling the extension (``bidense.runtime._bkernels``, ``csrc/bkernels.c``): every entry point
 with more than one argument takes **keyword arguments only**, the fields of the ``*_args`` struct
@@ -83,6 +90,7 @@ __all__ = [
     "backend",
     "binary_conv2d",
     "binary_conv2d_dab",
+    "binary_conv2d_group_alpha",
     "binary_conv_transpose2d",
     "count_zeros",
     "cpu_features",
@@ -93,9 +101,9 @@ __all__ = [
     "unpack_nhwc",
 ]
 
-#: All backends, fastest first.
-BACKENDS: tuple[str, ...] = ("avx512", "avx2", "popcnt", "portable", "numpy")
-_PATH_ID = {"portable": 0, "popcnt": 1, "avx2": 2, "avx512": 3}
+#: All backends, fastest first on each platform (the x86 ones, then aarch64's, then the portable).
+BACKENDS: tuple[str, ...] = ("avx512", "avx2", "popcnt", "neon", "portable", "numpy")
+_PATH_ID = {"portable": 0, "popcnt": 1, "avx2": 2, "avx512": 3, "neon": 4}
 _ENV = "BIDENSE_KERNEL"
 
 IntPair = int | Sequence[int]
@@ -117,7 +125,7 @@ def extension_info() -> dict:
 def cpu_features() -> dict[str, bool]:
     """Run-time CPU features relevant to the kernels (all False without the extension)."""
     if _ext is None:
-        names = ("popcnt", "avx2", "fma", "bmi2", "avx512f", "avx512vpopcntdq")
+        names = ("popcnt", "avx2", "fma", "bmi2", "avx512f", "avx512vpopcntdq", "neon")
         return dict.fromkeys(names, False)
     return dict(_ext.cpu_features())
 
@@ -611,6 +619,72 @@ def binary_conv_transpose2d(
         threads=threads, backend=be)
     return np.ascontiguousarray(
         y.reshape(n, h, w, kh, kw, o).transpose(0, 1, 3, 2, 4, 5).reshape(n, h * kh, w * kw, o))
+
+
+def binary_conv2d_group_alpha(
+    x_bits: np.ndarray,
+    w_bits: np.ndarray,
+    in_channels: int,
+    kernel: IntPair,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    *,
+    alpha: np.ndarray,
+    group: int,
+    groups: int = 1,
+    scale=None,
+    bias=None,
+    pad_mode: str = "zero",
+    bypass: np.ndarray | None = None,
+    prelu=None,
+    prelu_pre=None,
+    prelu_post=None,
+    threads: int = 1,
+    backend: str | None = None,
+) -> np.ndarray:
+    """Exact packed dense conv for DAB's group scale: one alpha per sample and per group of
+    ``group`` consecutive input channels (a multiple of 64, so each group is whole words).
+
+    ``y = sum_g D_g * (alpha[n, g] * scale_o) + bias_o`` (+ ``bypass``, PReLU as in
+    :func:`binary_conv2d`), ``D_g`` the exact +-1 dot product over group ``g``'s words: the
+    packed conv runs once per group on that group's words with its alpha folded into the scale,
+    and the float32 results are summed in group order; the last group's call adds that sum as
+    its bypass and runs the fused epilogue. The order is the same on every backend, so they
+    agree bit for bit. ``alpha`` is float32 ``(N, ceil(in_channels / group))``; ``groups`` must
+    be 1 (it is accepted so the signature matches :func:`binary_conv2d`).
+    """
+    if groups != 1:
+        raise ValueError(f"binary_conv2d_group_alpha supports dense convs only, got groups "
+                         f"{groups!r}")
+    if isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group < 64 or \
+            group % 64:
+        raise ValueError(f"group must be a positive multiple of 64, got {group!r}")
+    c, group = int(in_channels), int(group)
+    x_bits = _check_bits(x_bits, "x_bits", 4, c)
+    w_bits = _check_bits(w_bits, "w_bits", 4, c)
+    n, o, n_groups = x_bits.shape[0], w_bits.shape[0], -(-c // group)
+    al = _check_float(alpha, "alpha", (n, n_groups))
+    s = np.ones(o, np.float32) if scale is None else _check_float(scale, "scale", (o,))
+    geo = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+               pad_mode=pad_mode, threads=threads, backend=backend)
+
+    def group_conv(g: int, **epilogue) -> np.ndarray:
+        words = slice(g * group // 64, (g + 1) * group // 64)
+        return binary_conv2d(np.ascontiguousarray(x_bits[..., words]),
+                             np.ascontiguousarray(w_bits[..., words]),
+                             min(group, c - g * group), scale=al[:, g : g + 1] * s[None, :],
+                             **geo, **epilogue)
+
+    acc = None
+    for g in range(n_groups - 1):
+        y = group_conv(g)
+        acc = y if acc is None else np.add(acc, y, out=acc)
+    if acc is not None:
+        bypass = acc if bypass is None else np.add(
+            acc, _check_float(bypass, "bypass", acc.shape), out=acc)
+    return group_conv(n_groups - 1, bias=bias, bypass=bypass, prelu=prelu, prelu_pre=prelu_pre,
+                      prelu_post=prelu_post)
 
 
 def binary_conv2d_dab(
