@@ -227,6 +227,8 @@ def add_channel_adaptive_bypass(
     same_rest = all(x.shape[d] == y.shape[d] for d in range(x.dim()) if d != cdim)
     in_place_ok = (
         same_rest
+        # a tracer (the ONNX exporter) cannot record an in-place autograd.Function on a view
+        and not torch.jit.is_tracing()
         and y._base is None
         and not (y.is_leaf and y.requires_grad)
         and y.dtype == torch.promote_types(y.dtype, x.dtype)
