@@ -13,7 +13,9 @@ Per-method layouts (bidense-method.md §8, §10; baselines.md "Reference CNN ske
   Down module (AvgPool2 -> two BiSR convs with residuals -> concat, Cai et al., NeurIPS 2023).
 * ``bidense``: stem FP; block dw = BiDenseConv2d(k7, groups=d), pw1 = BiDenseConv2d(d->4d),
   LearnableBias -> PReLU, pw2 = BiDenseConv2d(4d->d), no block residual (the CFB inside every
-  conv is the shortcut); transition ``BiDenseTransition`` (k2s2 conv + CFB(AvgPool2(x))).
+  conv is the shortcut); transition ``BiDenseTransition`` (k2s2 conv + CFB(AvgPool2(x))). The
+  ablation ``bidense_no_dab`` has this layout with RSign blocks; ``bidense_no_cfb`` has the
+  baseline layout with DAB convs (:data:`~bidense.models.methods.ABLATION_SPECS`).
 
 The forward returns the four stage outputs at strides 4/8/16/32.
 """
@@ -125,7 +127,7 @@ TRANSITIONS: dict[str, Callable[[int, int, MethodSpec], nn.Module]] = {
     ),
     "unit": lambda cin, cout, spec: spec.unit(cin, cout, 2, stride=2, bypass=False),
     "bisr": BiSRDown,
-    "bidense": lambda cin, cout, spec: bnn.BiDenseTransition(cin, cout),
+    "bidense": lambda cin, cout, spec: bnn.BiDenseTransition(cin, cout, act_binarizer=spec.act),
 }
 
 #: Blocks by :attr:`MethodSpec.layout`: ``builder(dim, spec, layer_scale_init)``.

@@ -119,10 +119,10 @@ class DPTDecoder(nn.Module):
             ]
         elif layout == "bidense":
             resize = [
-                bnn.BiDenseUp(cs[0], cs[0], 4),
-                bnn.BiDenseUp(cs[1], cs[1], 2),
+                bnn.BiDenseUp(cs[0], cs[0], 4, act_binarizer=method.act),
+                bnn.BiDenseUp(cs[1], cs[1], 2, act_binarizer=method.act),
                 nn.Identity(),
-                bnn.BiDenseDown(cs[3], cs[3]),
+                bnn.BiDenseDown(cs[3], cs[3], act_binarizer=method.act),
             ]
         else:
             resize = [

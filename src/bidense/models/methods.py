@@ -38,12 +38,26 @@ adabin adabin/adabin, bisrnet bisrnet/mean_abs, bidense dab/mean_abs (via BiDens
 Linear layers swapped by the converter use the same names except bidense, whose BinaryLinear
 uses RSign and the row-centred mean|W| weights (bidense-method.md §7). The ViT backbone ignores
 this table: every binary method gets the BiViT-style ViT of bidense-method.md §9 (vit.py).
+
+Ablations of BiDense's two parts (:data:`ABLATION_SPECS`; resolvable by :func:`get_method` but
+not in :data:`METHODS`, so the per-method suites do not run them):
+
+==============  ==========  ====================================================================
+method          layout      what changes against ``bidense`` (DAB + CFB)
+==============  ==========  ====================================================================
+bidense_no_dab  bidense     "CFB alone": RSign in place of DAB in every BiDense block (the
+                            reference's ``cfb_*`` ablation binarizes with ReActConv2d's
+                            LearnableBias + ApproxSign, baselines.md), same layout otherwise
+bidense_no_cfb  baseline    "DAB alone": the baseline skeleton (block residuals, binary k2s2
+                            transition + BN, no CFB) with DAB / mean|W| convs and
+                            LearnableBias + PReLU, as bidense
+==============  ==========  ====================================================================
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 from torch.nn.common_types import _size_2_t
@@ -57,7 +71,8 @@ class MethodSpec:
     """How one binarization method builds its layers.
 
     Attributes:
-        name: method name (one of :data:`METHODS`); models record it as ``model.method``.
+        name: method name (a key of :data:`METHOD_SPECS` or :data:`ABLATION_SPECS`); models
+            record it as ``model.method``.
         layout: ``"fp32"``, ``"baseline"`` or ``"bidense"`` (see module docstring).
         act: activation binarizer registry name for convolutions (``None`` for fp32).
         weight: weight binarizer registry name for convolutions.
@@ -191,10 +206,11 @@ class MethodSpec:
         bias: bool = False,
         bypass: bool = True,
     ) -> nn.Module:
-        """A "conv + BN" unit: ``Conv -> BN`` (fp32, baselines) or ``BiDenseConv2d`` (bidense).
+        """A "conv + BN" unit: ``Conv -> BN`` (fp32, baselines) or ``BiDenseConv2d`` (bidense
+        layout, binarizing its input with :attr:`act`: DAB for bidense).
 
-        ``bypass`` only matters for bidense (the CFB of bidense-method.md §5); it must be False
-        where the resolution changes.
+        ``bypass`` only matters for the bidense layout (the CFB of bidense-method.md §5); it must
+        be False where the resolution changes.
         """
         if self.layout == "bidense":
             return bnn.BiDenseConv2d(
@@ -206,6 +222,7 @@ class MethodSpec:
                 groups=groups,
                 bias=bias,
                 bypass=bypass,
+                act_binarizer=self.act,
             )
         conv = self.conv(in_channels, out_channels, kernel_size, stride, padding, groups, bias)
         return nn.Sequential(conv, nn.BatchNorm2d(out_channels))
@@ -297,18 +314,30 @@ METHOD_SPECS: dict[str, MethodSpec] = {
 
 METHODS: tuple[str, ...] = tuple(METHOD_SPECS)
 
+#: The BiDense ablations (see module docstring): built by the same architecture files, not in
+#: :data:`METHODS`. ``bidense_no_dab`` = "CFB alone", ``bidense_no_cfb`` = "DAB alone".
+ABLATION_SPECS: dict[str, MethodSpec] = {
+    "bidense_no_dab": replace(METHOD_SPECS["bidense"], name="bidense_no_dab", act="rsign"),
+    "bidense_no_cfb": replace(
+        METHOD_SPECS["bidense"], name="bidense_no_cfb", layout="baseline", transition="unit"
+    ),
+}
+
+_SPECS: dict[str, MethodSpec] = {**METHOD_SPECS, **ABLATION_SPECS}
+
 #: The full-precision method: the default of every architecture.
 FP32: MethodSpec = METHOD_SPECS["fp32"]
 
 
 def get_method(method: str | MethodSpec) -> MethodSpec:
-    """Resolve a method name to its :class:`MethodSpec` (a spec is returned unchanged).
+    """Resolve a method name (:data:`METHODS` or :data:`ABLATION_SPECS`) to its
+    :class:`MethodSpec` (a spec is returned unchanged).
 
     Only the outermost entries call this (:func:`~bidense.models.create_model`,
     :func:`~bidense.models.binarize`); the architectures receive the spec.
     """
     if isinstance(method, MethodSpec):
         return method
-    if not isinstance(method, str) or method.lower() not in METHOD_SPECS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return METHOD_SPECS[method.lower()]
+    if not isinstance(method, str) or method.lower() not in _SPECS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(_SPECS)}")
+    return _SPECS[method.lower()]

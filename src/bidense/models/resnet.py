@@ -69,7 +69,9 @@ class BinaryUnit(nn.Module):
         self.shortcut: nn.Module | None = None
         if self.bidense:
             self.conv = (
-                bnn.BiDenseDown(cin, cout) if stride != 1 else spec.unit(cin, cout, 3, 1, 1)
+                bnn.BiDenseDown(cin, cout, act_binarizer=spec.act)
+                if stride != 1
+                else spec.unit(cin, cout, 3, 1, 1)
             )
         else:
             self.conv = spec.unit(cin, cout, 3, stride, 1)

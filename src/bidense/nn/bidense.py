@@ -2,6 +2,10 @@
 
 Yin et al., *BiDense: Binarization for Dense Prediction*, arXiv 2411.10346 (2024); layouts as in
 the reference code ``frickyinn/BiDense`` (bidense-method.md §5-§7).
+
+Every block takes ``act_binarizer`` (default ``"dab"``): another activation binarizer registry
+name (e.g. ``"rsign"``) keeps the block and its CFB bypass but drops DAB, the "CFB alone"
+ablation (method ``bidense_no_dab``). ``dab_scale`` only configures a DAB.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.common_types import _size_2_t
 
-from bidense.binarize import DAB
+from bidense.binarize import DAB, get_activation_binarizer
 
 from .binary import BinaryConv2d, BinaryConvTranspose2d, BinaryLinear
 from .bypass import add_channel_adaptive_bypass
@@ -27,6 +31,16 @@ __all__ = [
 ]
 
 DabScale = Literal["channel", "shared"]
+
+
+def _block_act_binarizer(name: str, channels: int, dab_scale: DabScale) -> nn.Module:
+    """The block's activation binarizer: a DAB with ``dab_scale`` for ``"dab"``, otherwise the
+    registry's ``name`` (which takes no DAB option: a non-default ``dab_scale`` is refused)."""
+    if name == "dab":
+        return DAB(channels, channel_dim=1, scale=dab_scale)
+    if dab_scale != "channel":
+        raise ValueError(f"dab_scale={dab_scale!r} needs act_binarizer='dab', got {name!r}")
+    return get_activation_binarizer(name, channels, channel_dim=1)
 
 
 def _conv_keeps_size(conv: nn.Conv2d) -> bool:
@@ -79,9 +93,15 @@ class _BiDenseBlock(_WrapsBinaryOp):
     out_channels: int
 
     @property
-    def dab(self) -> nn.Module:
-        """The block's DAB activation binarizer (``conv.act_binarizer``)."""
-        return self.conv.act_binarizer
+    def dab(self) -> DAB:
+        """The block's DAB activation binarizer (``conv.act_binarizer``); an AttributeError when
+        the block binarizes with another ``act_binarizer``."""
+        binarizer = self.conv.act_binarizer
+        if not isinstance(binarizer, DAB):
+            raise AttributeError(
+                f"{type(self).__name__} binarizes with {type(binarizer).__name__}, not DAB"
+            )
+        return binarizer
 
     def _attach(self, conv: nn.Module, bypass: bool, keeps_size: bool, geometry: str) -> None:
         """Store the conv, its BN and the bypass flag (shared by the conv and transposed blocks)."""
@@ -133,7 +153,9 @@ class BiDenseConv2d(_BiDenseBlock):
     activation of its own. ``bypass=True`` requires a size-preserving conv (stride 1,
     :math:`2p = d(k-1)`); otherwise a ``ValueError`` is raised at construction.
     ``dab_scale="shared"`` selects our deployment-friendly DAB variant (not the paper's).
-    Submodules: ``conv`` (a :class:`BinaryConv2d` whose ``act_binarizer`` is the DAB), ``norm``.
+    ``act_binarizer`` names another activation binarizer in place of DAB (the "CFB alone"
+    ablation). Submodules: ``conv`` (a :class:`BinaryConv2d` whose ``act_binarizer`` is the DAB),
+    ``norm``.
     """
 
     def __init__(
@@ -147,6 +169,7 @@ class BiDenseConv2d(_BiDenseBlock):
         groups: int = 1,
         bias: bool = False,
         bypass: bool = True,
+        act_binarizer: str = "dab",
         dab_scale: DabScale = "channel",
     ) -> None:
         super().__init__()
@@ -159,7 +182,7 @@ class BiDenseConv2d(_BiDenseBlock):
             dilation=dilation,
             groups=groups,
             bias=bias,
-            act_binarizer=DAB(in_channels, channel_dim=1, scale=dab_scale),
+            act_binarizer=_block_act_binarizer(act_binarizer, in_channels, dab_scale),
             weight_binarizer="mean_abs",
         )
         self._attach(conv, bypass, _conv_keeps_size(conv), _geometry(conv))
@@ -172,8 +195,8 @@ class BiDenseConvTranspose2d(_BiDenseBlock):
 
     The ``mean_abs`` weight scale is per **input** channel, as in the reference (see
     :class:`BinaryConvTranspose2d`). ``bypass=True`` requires a size-preserving transposed conv
-    (stride 1, :math:`d(k-1) + \text{output\_padding} = 2p`). Arguments after ``padding`` are
-    keyword-only.
+    (stride 1, :math:`d(k-1) + \text{output\_padding} = 2p`). ``act_binarizer`` and ``dab_scale``
+    as :class:`BiDenseConv2d`. Arguments after ``padding`` are keyword-only.
     """
 
     def __init__(
@@ -189,6 +212,7 @@ class BiDenseConvTranspose2d(_BiDenseBlock):
         groups: int = 1,
         bias: bool = False,
         bypass: bool = True,
+        act_binarizer: str = "dab",
         dab_scale: DabScale = "channel",
     ) -> None:
         super().__init__()
@@ -202,7 +226,7 @@ class BiDenseConvTranspose2d(_BiDenseBlock):
             dilation=dilation,
             groups=groups,
             bias=bias,
-            act_binarizer=DAB(in_channels, channel_dim=1, scale=dab_scale),
+            act_binarizer=_block_act_binarizer(act_binarizer, in_channels, dab_scale),
             weight_binarizer="mean_abs",
         )
         self._attach(conv, bypass, _conv_transpose_keeps_size(conv), _geometry(conv))
@@ -230,10 +254,17 @@ class BiDenseDown(_Resample):
     default ``count_include_pad=True``. Output size :math:`\lfloor (H-1)/2 \rfloor + 1`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, dab_scale: DabScale = "channel"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        dab_scale: DabScale = "channel",
+        act_binarizer: str = "dab",
+    ) -> None:
         super().__init__()
         self.conv = BiDenseConv2d(
-            in_channels, out_channels, 3, stride=2, padding=1, bypass=False, dab_scale=dab_scale
+            in_channels, out_channels, 3, stride=2, padding=1, bypass=False,
+            act_binarizer=act_binarizer, dab_scale=dab_scale,
         )
         self.pool = nn.AvgPool2d(3, 2, 1)
         self.out_channels = int(out_channels)
@@ -250,10 +281,17 @@ class BiDenseTransition(_Resample):
     :math:`\lfloor H/2 \rfloor`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, dab_scale: DabScale = "channel"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        dab_scale: DabScale = "channel",
+        act_binarizer: str = "dab",
+    ) -> None:
         super().__init__()
         self.conv = BiDenseConv2d(
-            in_channels, out_channels, 2, stride=2, bypass=False, dab_scale=dab_scale
+            in_channels, out_channels, 2, stride=2, bypass=False,
+            act_binarizer=act_binarizer, dab_scale=dab_scale,
         )
         self.pool = nn.AvgPool2d(2, 2)
         self.out_channels = int(out_channels)
@@ -271,13 +309,19 @@ class BiDenseUp(_Resample):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, scale: int, dab_scale: DabScale = "channel"
-    ):
+        self,
+        in_channels: int,
+        out_channels: int,
+        scale: int,
+        dab_scale: DabScale = "channel",
+        act_binarizer: str = "dab",
+    ) -> None:
         super().__init__()
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
             raise ValueError(f"BiDenseUp: scale must be a positive int, got {scale!r}")
         self.conv = BiDenseConvTranspose2d(
-            in_channels, out_channels, scale, stride=scale, bypass=False, dab_scale=dab_scale
+            in_channels, out_channels, scale, stride=scale, bypass=False,
+            act_binarizer=act_binarizer, dab_scale=dab_scale,
         )
         self.scale = scale
         self.out_channels = int(out_channels)
