@@ -12,7 +12,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import ActivationBinarizer, register_binarizer
-from .functional import approx_sign, dab, shifted_approx_sign, sign_clip_ste, tanh_sign
+from .functional import (
+    DAB_SCALES,
+    approx_sign,
+    dab,
+    group_mean,
+    shifted_approx_sign,
+    sign_clip_ste,
+    tanh_sign,
+)
 
 
 def _pair(v: int | tuple[int, ...], n: int = 2) -> tuple[int, ...]:
@@ -191,16 +199,29 @@ class DAB(ActivationBinarizer):
     ``scale="shared"`` is **our deployment-friendly variant, not the paper's**: the threshold stays
     per (n, c) but the scale is one scalar per sample, :math:`\bar\alpha_n = \operatorname{mean}_c
     \alpha_{n,c}`, so it factors out of a packed XNOR-popcount over all channels.
+    ``scale="group"`` (also ours): one scale per sample and per group of ``group`` consecutive
+    input channels, :math:`\bar\alpha_{n,g} = \operatorname{mean}_{c \in g} \alpha_{n,c}`
+    (the last group possibly shorter). With ``group`` a multiple of the 64-channel packing word
+    the packed conv stays exact, :math:`D = \sum_w \bar\alpha_{n,w} D_w` over the words
+    :math:`w` (one multiply-add per word instead of per channel); ``group`` is ignored by the
+    other variants.
     """
 
     def __init__(
-        self, channels: int | None = None, channel_dim: int = 1, scale: str = "channel"
+        self,
+        channels: int | None = None,
+        channel_dim: int = 1,
+        scale: str = "channel",
+        group: int = 64,
     ) -> None:
         super().__init__(channels, channel_dim)
-        if scale not in ("channel", "shared"):
-            raise ValueError(f"DAB scale must be 'channel' or 'shared', got {scale!r}")
+        if scale not in DAB_SCALES:
+            raise ValueError(f"DAB scale must be one of {DAB_SCALES}, got {scale!r}")
+        if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+            raise ValueError(f"DAB group must be a positive int, got {group!r}")
         c = self._require_channels()
         self.scale = scale
+        self.group = group
         self.a = nn.Parameter(torch.randn(c) * 1e-3)
         self.k = nn.Parameter(torch.randn(c) * 1e-3)
         self.b = nn.Parameter(torch.zeros(c))
@@ -217,17 +238,19 @@ class DAB(ActivationBinarizer):
         tau = self._per_channel(self.k, x) * mu + self._per_channel(self.b, x)
         m = mean((x.detach() - tau.detach()).abs())
         alpha = torch.exp(self._per_channel(self.a, x) * (m - 1.0))
-        if self.scale == "shared":
-            alpha = alpha.mean(dim=self.channel_dim, keepdim=True)
+        if self.scale != "channel":
+            group = self.group if self.scale == "group" else alpha.shape[self.channel_dim]
+            alpha = group_mean(alpha, self.channel_dim, group)
         return tau, alpha
 
     def forward(self, x: Tensor) -> Tensor:
         # one fused autograd.Function (same values and gradients as the composition
         # ``alpha * approx_sign(x - tau)`` of :meth:`threshold_and_scale`, fewer temporaries)
-        return dab(x, self.a, self.k, self.b, self.channel_dim, self.scale)
+        return dab(x, self.a, self.k, self.b, self.channel_dim, self.scale, self.group)
 
     def positive_value(self, x: Tensor) -> Tensor:
         return self.threshold_and_scale(x)[1]
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, scale={self.scale}"
+        group = f", group={self.group}" if self.scale == "group" else ""
+        return f"{super().extra_repr()}, scale={self.scale}{group}"

@@ -128,7 +128,7 @@ class _DAB(torch.autograd.Function):
     # into the gradient buffer instead of being stored (one allocation fewer per direction).
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, x: Tensor, a: Tensor, k: Tensor, b: Tensor, cdim: int, shared: bool
+        ctx, x: Tensor, a: Tensor, k: Tensor, b: Tensor, cdim: int, group: int | None
     ) -> Tensor:
         dims = [d for d in range(1, x.dim()) if d != cdim]
         shape = [1] * x.dim()
@@ -141,10 +141,10 @@ class _DAB(torch.autograd.Function):
         # m = mean|s|: |s| in y's buffer, then s is recomputed there (cheaper than a temporary)
         m = y.abs_().mean(dim=dims, keepdim=True) if dims else y.abs()
         alpha_c = torch.exp(a * (m - 1.0))
-        alpha = alpha_c.mean(dim=cdim, keepdim=True) if shared else alpha_c
+        alpha = alpha_c if group is None else group_mean(alpha_c, cdim, group)
         torch.sub(x, tau, out=y).sign_().mul_(alpha)
         ctx.save_for_backward(x, y, mu, tau, m, alpha_c, alpha)
-        ctx.cdim, ctx.dims, ctx.shared = cdim, dims, shared
+        ctx.cdim, ctx.dims, ctx.group = cdim, dims, group
         ctx.param_shapes = (a_shape, k_shape, b_shape)
         return y
 
@@ -152,7 +152,7 @@ class _DAB(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g: Tensor):  # type: ignore[override]
         x, y, mu, tau, m, alpha_c, alpha = ctx.saved_tensors
-        cdim, dims, shared = ctx.cdim, ctx.dims, ctx.shared
+        cdim, dims, group = ctx.cdim, ctx.dims, ctx.group
         need_x, need_a, need_k, need_b = ctx.needs_input_grad[:4]
         grad_x = grad_a = grad_k = grad_b = None
         a_shape, k_shape, b_shape = ctx.param_shapes
@@ -161,11 +161,13 @@ class _DAB(torch.autograd.Function):
         if need_a:
             # dL/dalpha = sum g*sign(s) and dalpha/da = (m-1) alpha, so dL/da = (m-1) sum(g*y)
             gy = buf.sum(dim=dims, keepdim=True) if dims else buf
-            if shared:
-                # y = alpha_bar sign(s): sum(g*sign(s)) = sum(g*y) / alpha_bar (0 where it is 0)
-                g_bar = gy.sum(dim=cdim, keepdim=True)
+            if group is not None:
+                # y = alpha_bar sign(s) with alpha_bar the mean of alpha_c over the channel's
+                # group: sum(g*sign(s)) = sum(g*y) / alpha_bar (0 where it is 0) per group, and
+                # d alpha_bar / d alpha_c = 1 / (group length)
+                g_bar = _group_reduce(gy, cdim, group, Tensor.sum)
                 g_bar = torch.where(alpha > 0, g_bar / alpha, torch.zeros_like(g_bar))
-                gy = g_bar * alpha_c / alpha_c.shape[cdim]
+                gy = g_bar * alpha_c / _group_lengths(gy, cdim, group)
             grad_a = _channel_sum(gy * (m - 1.0), cdim).view(a_shape)
         if need_x or need_k or need_b:
             # alpha * ApproxSign'(s) * g with ApproxSign'(s) = 2 max(0, 1 - |s|) = -2 min(|s|-1, 0)
@@ -196,33 +198,90 @@ class _MeanAbsSign(torch.autograd.Function):
         return _clip_ste_grad(w, grad)
 
 
+#: DAB's scale variants (bidense-method.md §3): "channel" is the paper's alpha per (sample,
+#: channel); "shared" and "group" are our deployment-friendly variants (alpha averaged over all
+#: channels, or over each group of consecutive channels).
+DAB_SCALES = ("channel", "shared", "group")
+
+
 def dab(
-    x: Tensor, a: Tensor, k: Tensor, b: Tensor, channel_dim: int = 1, scale: str = "channel"
+    x: Tensor,
+    a: Tensor,
+    k: Tensor,
+    b: Tensor,
+    channel_dim: int = 1,
+    scale: str = "channel",
+    group: int = 64,
 ) -> Tensor:
     r"""BiDense's Distribution-adaptive Binarizer (Yin et al., arXiv 2411.10346), fused.
 
     For sample :math:`n` and channel :math:`c` (statistics over all other dims, none for (B, C)):
-    :math:`\mu = \operatorname{mean} x` (detached), :math:`	au = k_c\mu + b_c`,
-    :math:`s = x - 	au`, :math:`m = \operatorname{mean}|s|` (detached),
-    :math:`lpha = \exp(a_c(m - 1))` (``scale="shared"``: :math:`arlpha_n =
-    \operatorname{mean}_c lpha_{n,c}`, our variant) and :math:`y = lpha \operatorname{sign}(s)`.
+    :math:`\mu = \operatorname{mean} x` (detached), :math:`\tau = k_c\mu + b_c`,
+    :math:`s = x - \tau`, :math:`m = \operatorname{mean}|s|` (detached),
+    :math:`\alpha = \exp(a_c(m - 1))` and :math:`y = \alpha \operatorname{sign}(s)`.
+    Our variants replace :math:`\alpha_{n,c}` by a mean (:func:`group_mean`):
+    ``scale="shared"``: :math:`\bar\alpha_n = \operatorname{mean}_c \alpha_{n,c}`;
+    ``scale="group"``: :math:`\bar\alpha_{n,g} = \operatorname{mean}_{c \in g}
+    \alpha_{n,c}` over groups of ``group`` consecutive channels (the last one possibly shorter).
 
     Gradients (hand-written, identical to the autograd composition of
-    :class:`bidense.binarize.DAB`): :math:`\partial L/\partial x = g\,lpha\,
+    :class:`bidense.binarize.DAB`): :math:`\partial L/\partial x = g\,\alpha\,
     \operatorname{ApproxSign}'(s)` with :math:`\operatorname{ApproxSign}'(s) = \max(0, 2-2|s|)`
     (Bi-Real Net); :math:`\partial L/\partial b_c = -\sum \partial L/\partial x`,
     :math:`\partial L/\partial k_c = -\sum \mu\,\partial L/\partial x`;
-    :math:`\partial L/\partial a_c = \sum_n (m-1)lpha \sum g \operatorname{sign}(s)`.
-    ``a``, ``k``, ``b`` have shape (C,).
+    :math:`\partial L/\partial a_c = \sum_n (m-1)\alpha \sum g \operatorname{sign}(s)`
+    (through the mean for the variants). ``a``, ``k``, ``b`` have shape (C,).
     """
-    if scale not in ("channel", "shared"):
-        raise ValueError(f"DAB scale must be 'channel' or 'shared', got {scale!r}")
+    if scale not in DAB_SCALES:
+        raise ValueError(f"DAB scale must be one of {DAB_SCALES}, got {scale!r}")
+    if scale == "group" and (isinstance(group, bool) or not isinstance(group, int) or group < 1):
+        raise ValueError(f"DAB group must be a positive int, got {group!r}")
     if x.dim() < 2:
         raise ValueError(f"dab expects an input with a batch and a channel dim, got {x.dim()}-D")
     cdim = channel_dim % x.dim()
     if cdim == 0:
         raise ValueError("dab: channel_dim must not be the batch dim 0")
-    return _DAB.apply(x, a, k, b, cdim, scale == "shared")
+    return _DAB.apply(x, a, k, b, cdim, _averaging_group(scale, group, x.shape[cdim]))
+
+
+def _averaging_group(scale: str, group: int, channels: int) -> int | None:
+    """The group size DAB's alpha is averaged over: none ("channel"), all channels ("shared")
+    or ``group``."""
+    return {"channel": None, "shared": channels, "group": group}[scale]
+
+
+def _group_reduce(t: Tensor, dim: int, group: int, reduce) -> Tensor:
+    """``reduce(chunk, dim=dim, keepdim=True)`` of each run of ``group`` consecutive entries of
+    ``dim`` (the last run possibly shorter), broadcast back to every entry of its run."""
+    c = t.shape[dim]
+    if group >= c:
+        return reduce(t, dim=dim, keepdim=True)
+    parts = [reduce(chunk, dim=dim, keepdim=True) for chunk in t.split(group, dim=dim)]
+    return torch.cat(parts, dim=dim).repeat_interleave(group, dim=dim).narrow(dim, 0, c)
+
+
+def _group_lengths(t: Tensor, dim: int, group: int) -> Tensor | int:
+    """The length of the group of each entry of ``dim`` (an int when they are all equal)."""
+    c = t.shape[dim]
+    if c % group == 0 or group >= c:
+        return min(group, c)
+    shape = [1] * t.dim()
+    shape[dim] = c
+    last = c % group
+    idx = torch.arange(c, device=t.device)
+    return torch.where(idx >= c - last, last, group).to(t.dtype).view(shape)
+
+
+def group_mean(t: Tensor, dim: int, group: int) -> Tensor:
+    r"""Mean of ``t`` over each group of ``group`` consecutive entries of ``dim`` (the last group
+    possibly shorter), kept at every entry of the group; ``group >= t.shape[dim]`` is the mean
+    over the whole dim, kept as size 1 (DAB's ``scale="shared"``).
+
+    DAB's group scale (our variant): :math:`\bar\alpha_{n,g} = \frac{1}{|g|}\sum_{c\in g}
+    \alpha_{n,c}`; with ``group`` a multiple of the packing word (64) it is constant over each
+    packed word, so a packed conv stays exact with one multiply-add per word.
+    """
+    return _group_reduce(t, dim, group, Tensor.mean)
 
 
 def mean_abs_sign(w: Tensor) -> Tensor:

@@ -108,9 +108,11 @@ ACTIVATION_LOWERINGS: dict[str, ActivationLowering] = {
     "adabin": ActivationLowering("adabin", lambda ab: (
         {"variant": ab.variant},
         {"alpha": _np(ab.alpha).reshape(1), "beta": _np(ab.beta).reshape(1)})),
-    # BiDense's DAB: alpha * sign(x - tau), tau and alpha from per-sample statistics
+    # BiDense's DAB: alpha * sign(x - tau), tau and alpha from per-sample statistics (the
+    # group size only with scale="group")
     "dab": ActivationLowering("dab", lambda ab: (
-        {"scale": ab.scale}, {"a": _np(ab.a), "k": _np(ab.k), "b": _np(ab.b)})),
+        {"scale": ab.scale, **({"group": ab.group} if ab.scale == "group" else {})},
+        {"a": _np(ab.a), "k": _np(ab.k), "b": _np(ab.b)})),
 }
 
 

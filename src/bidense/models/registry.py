@@ -65,15 +65,16 @@ def create_model(
             (or its :class:`MethodSpec`); resolved here, once.
         max_depth: depth scale of the depth head (sigmoid x max_depth).
         **kw: architecture-specific options, plus the deployment options ``dab_scale``
-            ("channel" | "shared") and ``pad_mode`` ("zero" | "one") of
+            ("channel" | "shared" | "group"), ``dab_group`` (the group size of "group",
+            default 64) and ``pad_mode`` ("zero" | "one") of
             :func:`bidense.models.deploy_options.configure_deployment`.
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     spec = get_method(method)
     k = head_channels(task, num_classes)
-    dab_scale, pad_mode = kw.pop("dab_scale", None), kw.pop("pad_mode", None)
+    options = {key: kw.pop(key, None) for key in ("dab_scale", "pad_mode", "dab_group")}
     model = _MODELS[name](task=task, num_classes=k, method=spec, max_depth=max_depth, **kw)
-    if dab_scale is not None or pad_mode is not None:
-        configure_deployment(model, dab_scale=dab_scale, pad_mode=pad_mode)
+    if any(v is not None for v in options.values()):
+        configure_deployment(model, **options)
     return model

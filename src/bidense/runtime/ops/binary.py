@@ -10,7 +10,13 @@ Binary conv paths (engines.md §7), chosen per layer and per call; the report sh
 * ``packed``: sign bits packed along channels, XNOR-popcount (``kernels.binary_conv2d``), fused
   ``scale * D + bias`` epilogue. Taken when the binarized input's per-channel multiplier is
   uniform: sign/ApproxSign/RSign/BiSRNet/XNOR inputs, and DAB with ``scale="shared"`` (the
-  per-sample alpha folds into the scale: ``packed, DAB shared alpha folded``).
+  per-sample alpha folds into the scale: ``packed, DAB shared alpha folded``; likewise DAB with
+  ``scale="group"`` when the layer's input channels form one group).
+* ``packed, DAB group alpha (per word)``: dense conv with DAB's ``scale="group"`` (one alpha
+  per sample and per ``group`` input channels, a multiple of 64): the packed conv per group of
+  words with its alpha folded into the scale, the float results summed in group order
+  (``kernels.binary_conv2d_group_alpha``; exact to float rounding). A group size that is not a
+  multiple of 64 takes the float path below with the alpha repeated per channel.
 * ``depthwise packed`` / ``depthwise exact-alpha``: depthwise binary conv; DAB's per-sample,
   per-channel alpha folds into the per-(sample, channel) scale exactly.
 * ``DAB float path (per-channel alpha)``: dense conv with DAB's per-channel alpha, a float32 conv
@@ -33,12 +39,24 @@ packed paths run twice, with zeros as +1 and as -1; ``sign(x) = (s_+ + s_-) / 2`
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import numpy as np
 
 from .. import kernels
-from .base import ModuleOp, RunContext
+from .base import (
+    AttrCheck,
+    ModuleOp,
+    RunContext,
+    TensorSpec,
+    check_fields,
+    choice,
+    flag,
+    integer,
+    require,
+    text,
+)
 from .float_ops import (
     apply_epilogue,
     channel_view,
@@ -47,6 +65,7 @@ from .float_ops import (
     nchw,
     nhwc,
 )
+from .modules import CONV_GEOMETRY, check_channels, check_conv_geometry, conv_out_shape, spatial_4d
 
 __all__ = ["ACTIVATIONS", "BINARY_MODULE_OPS", "BinaryConv", "BinaryConvTranspose",
            "BinaryLinear", "Binarizer"]
@@ -72,6 +91,10 @@ class Binarizer:
     binary: ClassVar[bool] = True
     threshold_form: ClassVar[bool] = False
     needs_deviation: ClassVar[bool] = False
+    #: the ``act`` attributes besides ``kind`` (all optional) and the layer tensors
+    #: ``act.<name>`` it reads (``size="in"``: one value per input channel)
+    attr_specs: ClassVar[dict[str, AttrCheck]] = {}
+    tensor_specs: ClassVar[dict[str, TensorSpec]] = {}
 
     def __init__(self, attrs: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         self.attrs = attrs
@@ -90,8 +113,13 @@ class Binarizer:
         return None
 
     def alpha(self, dev: np.ndarray | None, hw: int) -> np.ndarray | None:
-        """The ``(N, C)`` or ``(N, 1)`` multiplier from ``dev`` (``None``: 1)."""
+        """The ``(N, C)`` or ``(N, 1)`` multiplier from ``dev`` (``None``: 1); ``(N,
+        ceil(C / alpha_group))`` when :attr:`alpha_group` is set."""
         return None
+
+    #: input channels that share one alpha in :meth:`alpha` (consecutive runs, the last one
+    #: possibly shorter); ``None``: one per channel, or no alpha
+    alpha_group: int | None = None
 
 
 class Identity(Binarizer):
@@ -119,6 +147,7 @@ class XNOR(Sign):
     field) when ``use_k``."""
 
     kind = "xnor"
+    attr_specs = {"use_k": flag()}
 
     @property
     def k_scaled(self) -> bool:
@@ -130,6 +159,7 @@ class RSign(Binarizer):
 
     kind = "rsign"
     threshold_form = True
+    tensor_specs = {"threshold": TensorSpec(None, size="in")}
 
     def binarize(self, x: np.ndarray, cdim: int) -> Binarized:
         return x - channel_view(self.tensors["act.threshold"], x.ndim, cdim), None, None
@@ -142,6 +172,7 @@ class BiSRNet(Binarizer):
     """BiSRNet: ``sign(k_c x + b_c)``."""
 
     kind = "bisrnet"
+    tensor_specs = {"k": TensorSpec(None, size="in"), "b": TensorSpec(None, size="in")}
 
     def binarize(self, x: np.ndarray, cdim: int) -> Binarized:
         t, nd = self.tensors, x.ndim
@@ -154,6 +185,8 @@ class AdaBin(Binarizer):
     offset is ``alpha * beta``)."""
 
     kind = "adabin"
+    attr_specs = {"variant": choice("paper", "reference")}
+    tensor_specs = {"alpha": TensorSpec(size=1), "beta": TensorSpec(size=1)}
 
     def binarize(self, x: np.ndarray, cdim: int) -> Binarized:
         al, be = self.tensors["act.alpha"][0], self.tensors["act.beta"][0]
@@ -165,12 +198,30 @@ class AdaBin(Binarizer):
 
 class DAB(Binarizer):
     """BiDense's DAB (Yin et al. 2024): ``tau = k_c mean_hw(x) + b_c``,
-    ``alpha = exp(a_c (mean_hw |x - tau| - 1))`` per sample and channel (``scale="shared"``:
-    averaged over channels), ``b(x) = alpha * sign(x - tau)``."""
+    ``alpha = exp(a_c (mean_hw |x - tau| - 1))`` per sample and channel, ``b(x) = alpha *
+    sign(x - tau)``. Our variants average alpha (float64 means rounded to float32):
+    ``scale="shared"`` over all channels, ``scale="group"`` over each run of ``group``
+    consecutive channels (default 64; the last run possibly shorter)."""
 
     kind = "dab"
     threshold_form = True
     needs_deviation = True
+    attr_specs = {"scale": choice("channel", "shared", "group"), "group": integer(1)}
+    tensor_specs = {name: TensorSpec(None, size="in") for name in ("a", "k", "b")}
+
+    def __init__(self, attrs: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(attrs, tensors)
+        self.alpha_group = {"channel": None, "shared": tensors["act.a"].size,
+                            "group": attrs.get("group", 64)}[attrs.get("scale", "channel")]
+
+    def _averaged(self, alpha: np.ndarray, axis: int) -> np.ndarray:
+        """``alpha`` averaged over each run of :attr:`alpha_group` channels on ``axis``."""
+        g = self.alpha_group
+        if g is None:
+            return alpha
+        runs = np.split(alpha, range(g, alpha.shape[axis], g), axis=axis)
+        return np.concatenate([r.mean(axis=axis, keepdims=True, dtype=np.float64)
+                               for r in runs], axis=axis).astype(np.float32)
 
     def binarize(self, x: np.ndarray, cdim: int) -> Binarized:
         t, nd = self.tensors, x.ndim
@@ -184,9 +235,10 @@ class DAB(Binarizer):
         tau = channel_view(t["act.k"], nd, cdim) * mu + channel_view(t["act.b"], nd, cdim)
         m = mean(np.abs(x64 - tau))
         alpha = np.exp(channel_view(t["act.a"], nd, cdim) * (m - np.float32(1.0)))
-        if self.attrs.get("scale") == "shared":
-            alpha = alpha.mean(axis=cdim % nd, keepdims=True, dtype=np.float64).astype(
-                np.float32)
+        alpha = self._averaged(alpha, cdim % nd)
+        c = x.shape[cdim]
+        if 1 < alpha.shape[cdim] < c:  # group means, repeated over their channels
+            alpha = np.repeat(alpha, self.alpha_group, axis=cdim % nd).take(range(c), cdim)
         return x - tau, alpha.astype(np.float32), None
 
     def threshold(self, xs: np.ndarray, ctx: RunContext) -> np.ndarray | None:
@@ -199,9 +251,7 @@ class DAB(Binarizer):
         m = (dev / hw).astype(np.float32)
         alpha = np.exp(self.tensors["act.a"].reshape(1, -1) * (m - np.float32(1.0))).astype(
             np.float32)
-        if self.attrs.get("scale") == "shared":
-            alpha = alpha.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
-        return alpha
+        return self._averaged(alpha, 1)
 
 
 #: binarizer kind (as written in ``.bdn`` ``act`` attributes) -> entry.
@@ -220,8 +270,62 @@ def _binarized_values(pre: np.ndarray, mult: Any, offset: Any) -> np.ndarray:
 # binary layers
 
 
+def _activation_attrs(act: Any) -> str | None:
+    """The ``act`` attribute: ``{"kind": a kind of ACTIVATIONS, **its attributes}``."""
+    if not isinstance(act, dict) or not isinstance(act.get("kind"), str) or \
+            act["kind"] not in ACTIVATIONS:
+        return f"must name an activation binarizer of {sorted(ACTIVATIONS)}, got {act!r}"
+    try:
+        check_fields("", {k: v for k, v in act.items() if k != "kind"}, {},
+                     ACTIVATIONS[act["kind"]].attr_specs)
+    except ValueError as exc:
+        return str(exc).lstrip(": ")
+    return None
+
+
+def _words(channels: int) -> int:
+    # uint64 words of one packed pixel: 64 input channels per word
+    return -(-channels // 64)
+
+
 class _BinaryLayer(ModuleOp):
     """What the binary layers share: output scale/bias, weights, the activation binarizer."""
+
+    attr_specs = {"act": _activation_attrs, "in_channels": integer(1),
+                  "weight": choice("bits", "float")}
+    optional_attrs = {"groups": integer(1), "pad_mode": choice("zero", "one"),
+                      "bn_folded": text()}
+    #: the weight tensors for ``weight="bits"`` and ``"float"``
+    weight_specs: ClassVar[dict[str, dict[str, TensorSpec]]] = {
+        "bits": {"w_bits": TensorSpec(4, "uint64")}, "float": {"w_float": TensorSpec(4)}}
+
+    @classmethod
+    def tensor_table(cls, attrs: dict[str, Any]) -> dict[str, TensorSpec]:
+        act = ACTIVATIONS[attrs["act"]["kind"]]
+        return {"out_scale": TensorSpec(), "out_bias": TensorSpec(),
+                **cls.weight_specs[attrs["weight"]],
+                **{f"act.{k}": spec for k, spec in act.tensor_specs.items()}}
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        cin, groups = attrs["in_channels"], attrs.get("groups", 1)
+        o = tensors["out_scale"].shape[0]
+        require(tensors["out_bias"].shape == (o,), f"out_bias must have the {o} channels of "
+                "out_scale")
+        require(cin % groups == 0, f"{cin} input channels not divisible by groups {groups}")
+        for k, spec in ACTIVATIONS[attrs["act"]["kind"]].tensor_specs.items():
+            want = cin if spec.size == "in" else spec.size
+            require(tensors[f"act.{k}"].size == want,
+                    f"tensor 'act.{k}' has {tensors[f'act.{k}'].size} values, needs {want}")
+        w = tensors["w_bits" if attrs["weight"] == "bits" else "w_float"]
+        want = cls.weight_shape(attrs, o)[attrs["weight"]]
+        require(w.shape == want, f"weights of shape {list(w.shape)}, the attributes need "
+                f"{list(want)}")
+
+    @classmethod
+    def weight_shape(cls, attrs: dict[str, Any], out: int) -> dict[str, tuple[int, ...]]:
+        """The ``w_bits`` and ``w_float`` shapes the attributes and ``out`` channels imply."""
+        raise NotImplementedError
 
     def __init__(self, attrs: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         super().__init__(attrs, tensors)
@@ -258,6 +362,20 @@ class BinaryConv(_BinaryLayer):
     """Binary ``conv2d``; the paths are in the module docstring."""
 
     kind = "bconv"
+    attr_specs = {**_BinaryLayer.attr_specs, **CONV_GEOMETRY}
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().check(attrs, tensors)
+        check_conv_geometry(attrs, tensors["out_scale"].shape[0])
+
+    @classmethod
+    def weight_shape(cls, attrs: dict[str, Any], out: int) -> dict[str, tuple[int, ...]]:
+        cg, (kh, kw) = attrs["in_channels"] // attrs["groups"], attrs["kernel"]
+        return {"bits": (out, kh, kw, _words(cg)), "float": (out, cg, kh, kw)}
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return conv_out_shape(self.attrs, shape, self.cin, self.out_scale.shape[0])
 
     @property
     def fusable(self) -> bool:
@@ -302,7 +420,18 @@ class BinaryConv(_BinaryLayer):
         geo = dict(kernel=(kh, kw), stride=self.attrs["stride"], padding=self.attrs["padding"],
                    dilation=self.attrs["dilation"])
         tt = None if tau is None else (tau if tau.ndim == 1 else tau[:, None, None, :])
-        if alpha is not None and alpha.shape[1] > 1 and not depthwise:
+        conv = kernels.binary_conv2d
+        group = self.binarizer.alpha_group
+        per_word = False
+        if alpha is not None and alpha.shape[1] not in (1, self.cin):
+            # DAB's group alpha: per word of a dense conv, else repeated per channel
+            per_word = group % 64 == 0 and self.groups == 1
+            if per_word:
+                conv = functools.partial(kernels.binary_conv2d_group_alpha, alpha=alpha,
+                                         group=group)
+            else:
+                alpha = np.repeat(alpha, group, axis=1)[:, : self.cin]
+        if alpha is not None and alpha.shape[1] > 1 and not depthwise and not per_word:
             # per-channel alpha on a dense conv: the float path (engines.md 7 (2)), a float32
             # conv of sign(x - tau) * alpha_c with the +-1 weights
             s = np.sign(xs - tt).astype(np.float32)
@@ -318,7 +447,9 @@ class BinaryConv(_BinaryLayer):
                                        e.get("slope"), e.get("pre"), e.get("post"))
             return nchw(y), "DAB float path (per-channel alpha)" + (" +zeros" if ties else "")
         scale = self.out_scale
-        if alpha is not None:
+        if per_word:
+            path = "packed, DAB group alpha (per word)"
+        elif alpha is not None:
             scale = (alpha * self.out_scale[None, :]).astype(np.float32)
             path = "packed, DAB shared alpha folded" if alpha.shape[1] == 1 else \
                 "depthwise exact-alpha"
@@ -327,7 +458,7 @@ class BinaryConv(_BinaryLayer):
         k_scaled = self.binarizer.k_scaled
         fuse = not ties and not k_scaled
         e = (epi or {}) if fuse else {}
-        y = kernels.binary_conv2d(
+        y = conv(
             bits, self.w_bits, self.cin, groups=self.groups, scale=scale,
             bias=self.out_bias if fuse else None, pad_mode=self.pad_mode, threads=ctx.threads,
             backend=ctx.backend, bypass=e.get("bypass"), prelu=e.get("slope"),
@@ -337,9 +468,8 @@ class BinaryConv(_BinaryLayer):
             pre = xs if tt is None else (xs - tt).astype(np.float32)
             bits2 = kernels.pack_nhwc(np.where(pre == 0, np.float32(-1), pre),
                                       threads=ctx.threads, backend=ctx.backend)
-            y2 = kernels.binary_conv2d(bits2, self.w_bits, self.cin, groups=self.groups,
-                                       scale=scale, bias=None, pad_mode=self.pad_mode,
-                                       threads=ctx.threads, backend=ctx.backend, **geo)
+            y2 = conv(bits2, self.w_bits, self.cin, groups=self.groups, scale=scale, bias=None,
+                      pad_mode=self.pad_mode, threads=ctx.threads, backend=ctx.backend, **geo)
             y = (y + y2) * np.float32(0.5)
         if k_scaled:
             y = y * nhwc(self._xnor_k(x, ctx))
@@ -381,6 +511,28 @@ class BinaryConvTranspose(_BinaryLayer):
     carry a per-input-channel scale."""
 
     kind = "bconvT"
+    attr_specs = {**_BinaryLayer.attr_specs, **CONV_GEOMETRY}
+    weight_specs = {"bits": {"w_bits": TensorSpec(4, "uint64"), "w_scale_in": TensorSpec()},
+                    "float": {"w_float": TensorSpec(4)}}
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().check(attrs, tensors)
+        require(attrs["stride"] == attrs["kernel"] and attrs["padding"] == [0, 0]
+                and attrs["dilation"] == [1, 1] and attrs["groups"] == 1,
+                "runs stride == kernel, no padding, dilation or groups only")
+        require("w_scale_in" not in tensors or tensors["w_scale_in"].shape ==
+                (attrs["in_channels"],), "w_scale_in must have one value per input channel")
+
+    @classmethod
+    def weight_shape(cls, attrs: dict[str, Any], out: int) -> dict[str, tuple[int, ...]]:
+        cin, (kh, kw) = attrs["in_channels"], attrs["kernel"]
+        return {"bits": (kh, kw, out, _words(cin)), "float": (cin, out, kh, kw)}
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, _, h, w = spatial_4d(shape, self.cin)
+        kh, kw = self.attrs["kernel"]
+        return n, self.out_scale.shape[0], h * kh, w * kw
 
     def _unpack_weights(self) -> np.ndarray:
         s = kernels.unpack_nhwc(self.w_bits, self.cin)  # (KH, KW, O, I)
@@ -408,6 +560,18 @@ class BinaryLinear(_BinaryLayer):
     weights, else ``float (linear)``."""
 
     kind = "blinear"
+    weight_specs = {"bits": {"w_bits": TensorSpec(4, "uint64")},
+                    "float": {"w_float": TensorSpec(2)}}
+
+    @classmethod
+    def weight_shape(cls, attrs: dict[str, Any], out: int) -> dict[str, tuple[int, ...]]:
+        require(attrs.get("groups", 1) == 1, "a binary linear layer has no groups")
+        cin = attrs["in_channels"]
+        return {"bits": (out, 1, 1, _words(cin)), "float": (out, cin)}
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        check_channels(shape, -1, self.cin, "the layer")
+        return shape[:-1] + (self.out_scale.shape[0],)
 
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         b = self.binarizer
