@@ -87,7 +87,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .engine.predict import predict_files
 
     written = predict_files(
-        args.checkpoint, args.inputs, args.output, opacity=args.opacity, size=args.size
+        args.checkpoint, args.inputs, args.output, opacity=args.opacity, size=args.size,
+        nonfinite=args.nonfinite,
     )
     print(f"wrote {len(written)} predictions to {args.output}")
     return 0
@@ -118,32 +119,80 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the example input's (H, W) when a checkpoint's config names no training size
+DEFAULT_EXPORT_SIZE = (64, 64)
+
+
+def trained_size(cfg: dict) -> tuple[tuple[int, int], str]:
+    """The (H, W) a checkpoint's model was trained at and where it comes from: the training
+    crop (``data.crop_size``), else the training dataset's own ``size`` option
+    (``data.train_kwargs``, then ``data.kwargs``: the synthetic scenes), else
+    :data:`DEFAULT_EXPORT_SIZE`."""
+    data = cfg.get("data") or {}
+    for key, size in (("data.crop_size", data.get("crop_size")),
+                      ("data.train_kwargs.size", (data.get("train_kwargs") or {}).get("size")),
+                      ("data.kwargs.size", (data.get("kwargs") or {}).get("size"))):
+        if size:
+            return (int(size[0]), int(size[1])), key
+    return DEFAULT_EXPORT_SIZE, "default"
+
+
+def parse_export_shape(text: str) -> tuple[int, int, int, int]:
+    """``--input-shape``: ``NxCxHxW``, or ``HxW`` for one RGB image."""
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) not in (2, 4) or min(dims) < 1:
+        raise UserError(f"--input-shape '{text}' must be NxCxHxW or HxW positive sizes "
+                        "(e.g. 1x3x64x64 or 64x64)")
+    return dims if len(dims) == 4 else (1, 3, *dims)  # type: ignore[return-value]
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Rebuild the checkpoint's model and export it; ``--verify`` compares runtime and PyTorch.
 
-    The example input is ``(1, 3, H, W)`` from the config's ``data.crop_size`` (default 64x64),
-    a seeded normal sample.
+    The example input (a seeded normal sample) has the size the model was trained at
+    (:func:`trained_size`) unless ``--input-shape`` says otherwise; the shape is printed. With
+    ``--verify`` a report that is not ok (:func:`bidense.export.verify`) exits 2 with one line
+    of the figures; the file stays written.
     """
     import torch
 
     from .engine import load_model
     from .export import export, verify
 
+    shape = parse_export_shape(args.input_shape) if args.input_shape else None
+    folder = Path(args.output).parent
+    if not folder.is_dir():  # before the model is loaded and traced, not after
+        raise UserError(f"{args.output}: cannot write (no folder {folder})")
     model, cfg, _ = load_model(args.checkpoint)
-    crop = (cfg.get("data") or {}).get("crop_size") or [64, 64]
-    example = torch.randn(1, 3, int(crop[0]), int(crop[1]),
-                          generator=torch.Generator().manual_seed(0))
+    if shape is None:
+        (h, w), source = trained_size(cfg)
+        shape = (1, 3, h, w)
+    else:
+        source = "--input-shape"
+    print(f"input shape: {'x'.join(map(str, shape))} (from {source})")
+    example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     info = export(model, args.output, example,
                   metadata={"checkpoint": Path(args.checkpoint).name})
-    if args.verify:
-        info.max_rel_error = verify(model, args.output, example)
+    report = verify(model, args.output, example) if args.verify else None
+    if report is not None:
+        info.max_rel_error = report.max_rel_error
     print(info)
+    if report is not None:
+        if not report.ok:
+            raise UserError(f"{args.output}: {report}")
+        print(report)
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import run_benchmark_cli
 
+    folder = Path(args.json).parent if args.json else None
+    if folder is not None and not folder.is_dir():  # before minutes of timing, not after
+        raise UserError(f"{args.json}: cannot write (no folder {folder})")
     run_benchmark_cli(args)
     return 0
 
@@ -212,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="predictions", help="output folder")
     p.add_argument("--opacity", type=float, default=0.5, help="segmentation overlay opacity")
     p.add_argument("--size", default=None, help="resize input to HxW before predicting")
+    p.add_argument("--nonfinite", choices=["refuse", "mask"], default="refuse",
+                   help="NaN / inf pixels of float images: refuse (default) or replace by 0")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("summary", help="efficiency report: bits, BOPs, FLOPs, OPs per layer")
@@ -233,7 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a bit-packed .bdn file for the CPU runtime")
     p.add_argument("checkpoint")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--verify", action="store_true", help="check runtime == PyTorch")
+    p.add_argument("--verify", action="store_true",
+                   help="compare the runtime with PyTorch on realistic inputs; exit 2 when the "
+                   "report is not ok")
+    p.add_argument("--input-shape", default=None, metavar="NxCxHxW|HxW",
+                   help="example input shape (default: the size the model was trained at)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("benchmark", help="latency of packed binary layers/models vs PyTorch and "

@@ -47,12 +47,39 @@ def collect_inputs(inputs: Iterable[str]) -> list[Path]:
     return found
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+#: what a NaN or inf pixel of a float image does (``--nonfinite``)
+NONFINITE = ("refuse", "mask")
+
+
+def _read_rgb(path: Path, nonfinite: str = "refuse") -> np.ndarray:
+    """The image as 8-bit RGB. A float image (a 32-bit TIFF, mode ``F``) holding NaN or inf is
+    refused in one line naming how many values, or with ``nonfinite="mask"`` those become 0
+    (black): PIL's conversion would make them 0 or 255 without a word."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            values = np.asarray(im, dtype=np.float32) if im.mode == "F" else None
+            rgb = None if values is not None else np.asarray(im.convert("RGB"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: cannot read image ({exc})") from None
+    if rgb is not None:
+        return rgb
+    finite = np.isfinite(values)
+    bad = values.size - int(np.count_nonzero(finite))
+    if bad and nonfinite != "mask":
+        raise ValueError(f"{path}: {bad} non-finite values (NaN or inf) of {values.size} in a "
+                         "float image; --nonfinite mask replaces them by 0")
+    return np.asarray(Image.fromarray(np.where(finite, values, 0), mode="F").convert("RGB"))
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    """``--size HxW`` as two positive ints."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        h = w = 0
+    if min(h, w) < 1:
+        raise ValueError(f"--size '{text}' must be HxW positive sizes, e.g. 64x64")
+    return h, w
 
 
 def _normalize(image: np.ndarray) -> torch.Tensor:
@@ -106,13 +133,20 @@ def predict_files(
     output: str | Path,
     opacity: float = 0.5,
     size: str | None = None,
+    nonfinite: str = "refuse",
 ) -> list[Path]:
     """Run a checkpoint on images; write a picture and the raw output per image.
+
+    ``nonfinite``: a float image with NaN / inf pixels is refused (``"refuse"``) or they are
+    replaced by 0 (``"mask"``); 8-bit images cannot hold them.
 
     For every input ``{stem}``: the raw output ``{stem}_{raw_suffix}`` (and companions, see
     :data:`RAW_WRITERS`), the picture ``{stem}_vis.png`` in the task's style, and one
     ``predictions.json`` index for the run.
     """
+    if nonfinite not in NONFINITE:
+        raise ValueError(f"nonfinite must be one of {list(NONFINITE)}, got {nonfinite!r}")
+    resize = _parse_size(size) if size else None
     files = collect_inputs(inputs)
     out_dir = Path(output)
     with _writing(out_dir):  # before the model runs: an unwritable folder fails at once
@@ -125,9 +159,9 @@ def predict_files(
     written: list[Path] = []
     index = []
     for path in files:
-        image = _read_rgb(path)
-        if size:
-            h, w = (int(v) for v in size.lower().split("x"))
+        image = _read_rgb(path, nonfinite)
+        if resize:
+            h, w = resize
             image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
         with torch.no_grad():
             out = model(_normalize(image))[0].float()

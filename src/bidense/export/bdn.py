@@ -3,7 +3,9 @@
 ``export(model, path, example_input)`` captures the graph on the example input
 (:mod:`bidense.export.capture`), lowers every leaf module to a runtime op with its tensors
 (:mod:`bidense.export.lower`), folds BatchNorm into the preceding conv's per-output-channel
-scale and bias and drops identities (:mod:`bidense.export.passes`), and writes the file
+scale and bias and drops identities (:mod:`bidense.export.passes`), records every module
+node's output shape and the model's (which the runtime checks, :func:`record_module_shapes`),
+and writes the file
 atomically (:func:`bidense.runtime.format.write_bdn`). Loading a checkpoint is the engine's job
 (:func:`bidense.engine.load_model`); :func:`bidense.export.verify` checks a written file.
 """
@@ -25,7 +27,7 @@ from bidense.export.passes import drop_identities, fold_batchnorm, used_constant
 from bidense.export.verification import max_relative_error  # noqa: F401  (old path, tests)
 from bidense.runtime.format import write_bdn
 
-__all__ = ["ExportInfo", "UnsupportedModelError", "export"]
+__all__ = ["ExportInfo", "UnsupportedModelError", "export", "record_module_shapes"]
 
 
 @dataclass
@@ -122,6 +124,39 @@ def _constant_array(c: torch.Tensor) -> np.ndarray:
     return arr
 
 
+def record_module_shapes(model: nn.Module, nodes: list[dict[str, Any]],
+                         example_input: torch.Tensor) -> None:
+    """Write each module node's output shape into it (``"shape"``), from one more eval forward
+    pass with hooks: the runtime checks the shapes it propagates against them (at load) and the
+    shapes it gets (at run), so an edited stride or window cannot silently change the output.
+    A module whose calls do not match its nodes one to one (called inside another leaf too)
+    gets no shape."""
+    count: dict[str, int] = {}
+    for n in nodes:
+        if n["op"] == "module":
+            count[n["module"]] = count.get(n["module"], 0) + 1
+    seen: dict[str, list[list[int]]] = {key: [] for key in count}
+
+    def hook(key: str):
+        def record(_m: nn.Module, _args: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                seen[key].append(list(out.shape))
+        return record
+
+    handles = [model.get_submodule("" if key == "root" else key.split("+")[0])
+               .register_forward_hook(hook(key)) for key in count]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    calls = {key: iter(shapes) for key, shapes in seen.items() if len(shapes) == count[key]}
+    for n in nodes:
+        if n["op"] == "module" and n["module"] in calls:
+            n["shape"] = next(calls[n["module"]])
+
+
 def export(model: nn.Module, path: str | os.PathLike, example_input: torch.Tensor, *,
            metadata: dict[str, Any] | None = None) -> ExportInfo:
     """Export ``model`` (eval mode) traced on ``example_input`` (NCHW) to a ``.bdn`` file.
@@ -134,17 +169,18 @@ def export(model: nn.Module, path: str | os.PathLike, example_input: torch.Tenso
     was_training = model.training
     model.eval()
     try:
-        g, _ = capture(model, example_input.float())
+        g, reference = capture(model, example_input.float())
         mods, problems = lower_modules(g.modules)
+        problems += unsupported_functions(g.nodes)
+        if problems:
+            uniq = sorted(set(problems))
+            raise UnsupportedModelError(
+                f"cannot export {type(model).__name__}: unsupported: {'; '.join(uniq)}")
+        nodes, folded = fold_batchnorm(g.nodes, mods)
+        nodes, outputs = drop_identities(nodes, [folded.get(o, o) for o in g.outputs])
+        record_module_shapes(model, nodes, example_input.float())
     finally:
         model.train(was_training)
-    problems += unsupported_functions(g.nodes)
-    if problems:
-        uniq = sorted(set(problems))
-        raise UnsupportedModelError(
-            f"cannot export {type(model).__name__}: unsupported: {'; '.join(uniq)}")
-    nodes, folded = fold_batchnorm(g.nodes, mods)
-    nodes, outputs = drop_identities(nodes, [folded.get(o, o) for o in g.outputs])
     used = {n["module"] for n in nodes if n["op"] == "module"}
 
     # payload order: modules by key, each module's tensors in lowering order, then constants
@@ -169,7 +205,8 @@ def export(model: nn.Module, path: str | os.PathLike, example_input: torch.Tenso
         sizes.add_plain(arr)
     graph = {"input": {"name": g.input_name, "shape": list(example_input.shape),
                        "dtype": "float32", "layout": "NCHW"},
-             "nodes": nodes, "outputs": outputs, "modules": graph_mods}
+             "nodes": nodes, "outputs": outputs, "output_shapes": [list(reference.shape)],
+             "modules": graph_mods}
     meta = {
         "model": str(getattr(model, "arch", "") or type(model).__name__),
         "method": str(getattr(model, "method", "")),

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ModuleOp, RunContext
+from .base import (
+    ModuleOp,
+    RunContext,
+    TensorSpec,
+    flag,
+    int_list,
+    integer,
+    number,
+    pair,
+    require,
+    text,
+    window_out,
+)
 from .float_ops import (
     adaptive_avg_pool,
     channel_view,
@@ -23,13 +35,89 @@ from .float_ops import (
     sigmoid,
 )
 
-__all__ = ["FLOAT_MODULE_OPS"]
+__all__ = ["CONV_GEOMETRY", "FLOAT_MODULE_OPS", "check_channels", "check_conv_geometry",
+           "conv_out_shape", "spatial_4d"]
+
+#: the attributes of a convolution (shared with the binary layers)
+CONV_GEOMETRY = {"kernel": pair(1), "stride": pair(1), "padding": pair(0), "dilation": pair(1),
+                 "groups": integer(1)}
+_EPILOGUE = {"out_scale": TensorSpec(), "out_bias": TensorSpec()}
+_CHANNEL_DIM = {"channel_dim": integer(-4, 3)}
+
+
+def spatial_4d(shape: tuple[int, ...], channels: int | None = None
+               ) -> tuple[int, int, int, int]:
+    """``shape`` as ``(n, c, h, w)``; ``ValueError`` unless it is 4-D (with ``channels``)."""
+    require(len(shape) == 4, f"needs a 4-D NCHW input, gets shape {list(shape)}")
+    require(channels is None or shape[1] == channels, f"takes {channels} input channels, its "
+            f"input has {shape[1]} (shape {list(shape)})")
+    n, c, h, w = shape
+    return n, c, h, w
+
+
+def conv_out_shape(attrs: dict, shape: tuple[int, ...], channels: int | None = None,
+                   out: int | None = None) -> tuple[int, ...]:
+    """Output shape of a convolution (``channels`` in, ``out`` out) or pooling window (the
+    input's channels) over an NCHW input: PyTorch's formula, ``dilation`` 1 where the op has
+    none."""
+    n, c, h, w = spatial_4d(shape, channels)
+    out = c if out is None else out
+    dil = attrs.get("dilation", [1, 1])
+    return (n, out, *(window_out(s, k, st, p, d) for s, k, st, p, d in zip(
+        (h, w), attrs["kernel"], attrs["stride"], attrs["padding"], dil)))
+
+
+def check_conv_geometry(attrs: dict, out: int) -> None:
+    """Padding inside the (dilated) kernel span and ``out`` divisible by ``groups``."""
+    for k, p, d in zip(attrs["kernel"], attrs["padding"], attrs.get("dilation", [1, 1])):
+        require(p < d * (k - 1) + 1, f"padding {attrs['padding']} not smaller than the kernel "
+                f"span of kernel {attrs['kernel']}")
+    require(out % attrs.get("groups", 1) == 0,
+            f"{out} output channels not divisible by groups {attrs.get('groups', 1)}")
+
+
+def check_channels(shape: tuple[int, ...], axis: int, size: int, what: str) -> None:
+    """``shape[axis] == size`` (the channel count of a per-channel parameter ``what``)."""
+    require(-len(shape) <= axis < len(shape), f"channel axis {axis} outside the input's "
+            f"{len(shape)} dimensions")
+    require(shape[axis] == size, f"{what} has {size} channels, its input {shape[axis]} "
+            f"(shape {list(shape)})")
+
+
+def _same_size(tensors: dict, names: tuple[str, ...]) -> int:
+    sizes = {tensors[k].size for k in names if k in tensors}
+    require(len(sizes) == 1, f"tensors {list(names)} differ in size {sorted(sizes)}")
+    return sizes.pop()
+
+
+class _Elementwise(ModuleOp):
+    """An op that keeps its input's shape (no attributes, no tensors)."""
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
 
 
 class Conv(ModuleOp):
     """``nn.Conv2d`` (+ folded BN): ``conv(x, w) * out_scale + out_bias``."""
 
     kind = "conv"
+
+    attr_specs = CONV_GEOMETRY
+    optional_attrs = {"bn_folded": text()}
+    tensor_specs = {"w_float": TensorSpec(4), **_EPILOGUE}
+
+    @classmethod
+    def check(cls, attrs, tensors) -> None:
+        o, _, kh, kw = tensors["w_float"].shape
+        require([kh, kw] == attrs["kernel"],
+                f"kernel {attrs['kernel']} but weights of {kh}x{kw}")
+        require(tensors["out_scale"].shape == tensors["out_bias"].shape == (o,),
+                f"out_scale / out_bias must have the {o} output channels")
+        check_conv_geometry(attrs, o)
+
+    def out_shape(self, shape):
+        o, cg = self.tensors["w_float"].shape[:2]
+        return conv_out_shape(self.attrs, shape, cg * self.attrs["groups"], o)
 
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         a, t = self.attrs, self.tensors
@@ -43,6 +131,24 @@ class ConvTranspose(ModuleOp):
 
     kind = "convT"
 
+    attr_specs = CONV_GEOMETRY
+    optional_attrs = {"bn_folded": text()}
+    tensor_specs = {"w_float": TensorSpec(4), **_EPILOGUE}
+
+    @classmethod
+    def check(cls, attrs, tensors) -> None:
+        _, o, kh, kw = tensors["w_float"].shape
+        require([kh, kw] == attrs["kernel"] == attrs["stride"] and attrs["padding"] == [0, 0]
+                and attrs["dilation"] == [1, 1] and attrs["groups"] == 1,
+                "runs stride == kernel (weights' size), no padding, dilation or groups only")
+        require(tensors["out_scale"].shape == tensors["out_bias"].shape == (o,),
+                f"out_scale / out_bias must have the {o} output channels")
+
+    def out_shape(self, shape):
+        i, o, kh, kw = self.tensors["w_float"].shape
+        n, _, h, w = spatial_4d(shape, i)
+        return n, o, h * kh, w * kw
+
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         t = self.tensors
         y = conv_transpose_kernel_stride(x, t["w_float"], self.attrs["kernel"])
@@ -55,6 +161,19 @@ class Linear(ModuleOp):
 
     kind = "linear"
 
+    tensor_specs = {"weight": TensorSpec(2), "bias": TensorSpec(required=False)}
+
+    @classmethod
+    def check(cls, attrs, tensors) -> None:
+        o = tensors["weight"].shape[0]
+        require("bias" not in tensors or tensors["bias"].shape == (o,),
+                f"bias must have the {o} output features")
+
+    def out_shape(self, shape):
+        o, i = self.tensors["weight"].shape
+        check_channels(shape, -1, i, "weight")
+        return shape[:-1] + (o,)
+
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         t = self.tensors
         y = x @ t["weight"].T
@@ -65,6 +184,16 @@ class BatchNorm(ModuleOp):
     """BN left unfolded: ``x * scale + shift`` along dim 1."""
 
     kind = "bn"
+
+    tensor_specs = {"scale": TensorSpec(), "shift": TensorSpec()}
+
+    @classmethod
+    def check(cls, attrs, tensors) -> None:
+        _same_size(tensors, ("scale", "shift"))
+
+    def out_shape(self, shape):
+        check_channels(shape, 1, self.tensors["scale"].size, "scale")
+        return shape
 
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         t, nd = self.tensors, x.ndim
@@ -77,15 +206,41 @@ class LayerNorm(ModuleOp):
 
     kind = "ln"
 
+    attr_specs = {"eps": number(0.0, 1.0), "shape": int_list()}
+    tensor_specs = {"weight": TensorSpec(None, required=False),
+                    "bias": TensorSpec(None, required=False)}
+
+    @classmethod
+    def check(cls, attrs, tensors) -> None:
+        require(("weight" in tensors) == ("bias" in tensors), "weight and bias come together")
+        for t in tensors.values():
+            require(list(t.shape) == attrs["shape"],
+                    f"weight / bias of shape {list(t.shape)} for a norm over {attrs['shape']}")
+
+    def out_shape(self, shape):
+        k = len(self.attrs["shape"])
+        require(list(shape[len(shape) - k:]) == self.attrs["shape"] and len(shape) > k,
+                f"normalises over {self.attrs['shape']}, its input has shape {list(shape)}")
+        return shape
+
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         a, t = self.attrs, self.tensors
         return layer_norm(x, a["shape"], t.get("weight"), t.get("bias"), a["eps"]), "fp32"
 
 
-class LayerNorm2d(ModuleOp):
+class LayerNorm2d(LayerNorm):
     """Channel LayerNorm of NCHW maps (ConvNeXt's ``LayerNorm2d``): LN of the NHWC data."""
 
     kind = "ln2d"
+
+    @classmethod
+    def check(cls, attrs, tensors) -> None:
+        require(len(attrs["shape"]) == 1, f"normalises over channels, not {attrs['shape']}")
+        super().check(attrs, tensors)
+
+    def out_shape(self, shape):
+        spatial_4d(shape, self.attrs["shape"][0])
+        return shape
 
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         a, t = self.attrs, self.tensors
@@ -93,7 +248,7 @@ class LayerNorm2d(ModuleOp):
         return nchw(y), "fp32"
 
 
-class GELU(ModuleOp):
+class GELU(_Elementwise):
     """Exact (erf) GELU in PyTorch's float32 order."""
 
     kind = "gelu"
@@ -102,7 +257,7 @@ class GELU(ModuleOp):
         return gelu(x), "fp32"
 
 
-class ReLU(ModuleOp):
+class ReLU(_Elementwise):
     """``max(x, 0)``."""
 
     kind = "relu"
@@ -111,7 +266,7 @@ class ReLU(ModuleOp):
         return np.maximum(x, np.float32(0)), "fp32"
 
 
-class Sigmoid(ModuleOp):
+class Sigmoid(_Elementwise):
     """``1 / (1 + exp(-x))``."""
 
     kind = "sigmoid"
@@ -120,7 +275,7 @@ class Sigmoid(ModuleOp):
         return sigmoid(x), "fp32"
 
 
-class Identity(ModuleOp):
+class Identity(_Elementwise):
     """Pass-through."""
 
     kind = "identity"
@@ -134,6 +289,14 @@ class PReLU(ModuleOp):
 
     kind = "prelu"
 
+    tensor_specs = {"weight": TensorSpec()}
+
+    def out_shape(self, shape):
+        size = self.tensors["weight"].size
+        if size != 1:
+            check_channels(shape, 1, size, "weight")
+        return shape
+
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         w = self.tensors["weight"]
         wv = channel_view(w, x.ndim, 1) if w.size > 1 else w.reshape(())
@@ -145,6 +308,13 @@ class LearnableBias(ModuleOp):
 
     kind = "lbias"
 
+    attr_specs = _CHANNEL_DIM
+    tensor_specs = {"bias": TensorSpec(None)}
+
+    def out_shape(self, shape):
+        check_channels(shape, self.attrs["channel_dim"], self.tensors["bias"].size, "bias")
+        return shape
+
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         return x + channel_view(self.tensors["bias"], x.ndim, self.attrs["channel_dim"]), "fp32"
 
@@ -153,6 +323,18 @@ class RPReLU(ModuleOp):
     """ReActNet's RPReLU: ``s = x - gamma``; ``(s if s > 0 else beta s) + zeta``."""
 
     kind = "rprelu"
+
+    attr_specs = _CHANNEL_DIM
+    tensor_specs = {"gamma": TensorSpec(None), "beta": TensorSpec(None),
+                    "zeta": TensorSpec(None, required=False)}
+
+    @classmethod
+    def check(cls, attrs, tensors) -> None:
+        _same_size(tensors, ("gamma", "beta", "zeta"))
+
+    def out_shape(self, shape):
+        check_channels(shape, self.attrs["channel_dim"], self.tensors["gamma"].size, "gamma")
+        return shape
 
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         t, nd, cd = self.tensors, x.ndim, self.attrs["channel_dim"]
@@ -168,6 +350,17 @@ class Maxout(ModuleOp):
 
     kind = "maxout"
 
+    attr_specs = _CHANNEL_DIM
+    tensor_specs = {"pos": TensorSpec(None), "neg": TensorSpec(None)}
+
+    @classmethod
+    def check(cls, attrs, tensors) -> None:
+        _same_size(tensors, ("pos", "neg"))
+
+    def out_shape(self, shape):
+        check_channels(shape, self.attrs["channel_dim"], self.tensors["pos"].size, "pos")
+        return shape
+
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         t, nd, cd = self.tensors, x.ndim, self.attrs["channel_dim"]
         y = channel_view(t["pos"], nd, cd) * np.maximum(x, 0) - channel_view(
@@ -180,15 +373,26 @@ class MaxPool(ModuleOp):
 
     kind = "maxpool"
 
+    attr_specs = {"kernel": pair(1), "stride": pair(1), "padding": pair(0)}
+
+    @classmethod
+    def check(cls, attrs, tensors) -> None:
+        require(all(2 * p <= k for p, k in zip(attrs["padding"], attrs["kernel"])),
+                f"padding {attrs['padding']} more than half the kernel {attrs['kernel']}")
+
+    def out_shape(self, shape):
+        return conv_out_shape(self.attrs, shape)
+
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         a = self.attrs
         return pool(x, a["kernel"], a["stride"], a["padding"], "max"), "fp32"
 
 
-class AvgPool(ModuleOp):
+class AvgPool(MaxPool):
     """``nn.AvgPool2d``."""
 
     kind = "avgpool"
+    attr_specs = {**MaxPool.attr_specs, "count_include_pad": flag()}
 
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         a = self.attrs
@@ -201,6 +405,12 @@ class AdaptiveAvgPool(ModuleOp):
 
     kind = "adapool"
 
+    attr_specs = {"output_size": pair(1)}
+
+    def out_shape(self, shape):
+        n, c, _, _ = spatial_4d(shape)
+        return n, c, *self.attrs["output_size"]
+
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         return adaptive_avg_pool(x, self.attrs["output_size"]), "fp32"
 
@@ -209,6 +419,12 @@ class Activation(ModuleOp):
     """A stand-alone activation binarizer: ``sign(x)``, or identity (float activations)."""
 
     kind = "act"
+
+    attr_specs = {"act": lambda v: None if v in ({"kind": "sign"}, {"kind": "identity"}) else
+                  f"must be {{'kind': 'sign' or 'identity'}}, got {v!r}"}
+
+    def out_shape(self, shape):
+        return shape
 
     def run(self, x: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, str]:
         if self.attrs["act"]["kind"] == "identity":
