@@ -147,3 +147,30 @@ def test_export_verify_passes_on_an_exact_export(files, tmp_path, capsys):
     out = tmp_path / "m.bdn"
     assert main(["export", str(files["ckpt"]), "-o", str(out), "--verify"]) == 0
     assert "verify ok" in capsys.readouterr().out
+
+
+# -- export --format onnx ---------------------------------------------------------------------------
+def test_export_onnx_runs_in_onnxruntime_and_verifies(files, tmp_path, capsys):
+    import onnxruntime as ort
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(files["ckpt"]), "--format", "onnx", "-o", str(out),
+                 "--verify"]) == 0
+    text = capsys.readouterr().out
+    assert "input shape: 1x3x32x32 (from data.kwargs.size)" in text
+    assert "verify (onnxruntime vs PyTorch): " in text
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    (y,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    assert y.shape == (1, 7, 32, 32) and np.isfinite(y).all()
+
+
+def test_export_onnx_verify_fails_above_the_tolerance(files, tmp_path, capsys, monkeypatch):
+    import bidense.cli
+
+    monkeypatch.setattr(bidense.cli, "ONNX_VERIFY_TOLERANCE", -1.0)  # no export meets it
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(files["ckpt"]), "--format", "onnx", "-o", str(out),
+                 "--verify"]) == 2
+    line = _one_error_line(capsys)
+    assert "onnxruntime differs from PyTorch" in line and "max_rel_error" in line

@@ -120,23 +120,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 #: the example input's (H, W) when a checkpoint's config names no training size
-DEFAULT_EXPORT_SIZE = (64, 64)
-
-
-def trained_size(cfg: dict) -> tuple[tuple[int, int], str]:
-    """The (H, W) a checkpoint's model was trained at and where it comes from: the training
-    crop (``data.crop_size``), else the training dataset's own ``size`` option
-    (``data.train_kwargs``, then ``data.kwargs``: the synthetic scenes), else
-    :data:`DEFAULT_EXPORT_SIZE`."""
-    data = cfg.get("data") or {}
-    for key, size in (("data.crop_size", data.get("crop_size")),
-                      ("data.train_kwargs.size", (data.get("train_kwargs") or {}).get("size")),
-                      ("data.kwargs.size", (data.get("kwargs") or {}).get("size"))):
-        if size:
-            return (int(size[0]), int(size[1])), key
-    return DEFAULT_EXPORT_SIZE, "default"
-
-
 def parse_export_shape(text: str) -> tuple[int, int, int, int]:
     """``--input-shape``: ``NxCxHxW``, or ``HxW`` for one RGB image."""
     try:
@@ -149,18 +132,24 @@ def parse_export_shape(text: str) -> tuple[int, int, int, int]:
     return dims if len(dims) == 4 else (1, 3, *dims)  # type: ignore[return-value]
 
 
+#: relative max error above which ``export --format onnx --verify`` fails (docs/onnx.md)
+ONNX_VERIFY_TOLERANCE = 1e-4
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Rebuild the checkpoint's model and export it; ``--verify`` compares runtime and PyTorch.
 
     The example input (a seeded normal sample) has the size the model was trained at
-    (:func:`trained_size`) unless ``--input-shape`` says otherwise; the shape is printed. With
-    ``--verify`` a report that is not ok (:func:`bidense.export.verify`) exits 2 with one line
-    of the figures; the file stays written.
+    (:func:`bidense.engine.trained_size`) unless ``--input-shape`` says otherwise; the shape is
+    printed. With ``--verify`` a report that is not ok (:func:`bidense.export.verify`) exits 2
+    with one line of the figures; the file stays written. ``--format onnx`` writes the float
+    graph instead (:func:`bidense.export.export_onnx`); its ``--verify`` runs onnxruntime and
+    fails above :data:`ONNX_VERIFY_TOLERANCE`.
     """
     import torch
 
-    from .engine import load_model
-    from .export import export, verify
+    from .engine import load_model, trained_size
+    from .export import export, export_onnx, verify, verify_onnx
 
     shape = parse_export_shape(args.input_shape) if args.input_shape else None
     folder = Path(args.output).parent
@@ -174,6 +163,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         source = "--input-shape"
     print(f"input shape: {'x'.join(map(str, shape))} (from {source})")
     example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    if args.format == "onnx":
+        print(export_onnx(model, args.output, example))
+        if args.verify:
+            figures = verify_onnx(model, args.output, example)
+            line = ", ".join(f"{k} {v:.3g}" for k, v in figures.items()
+                             if isinstance(v, float))
+            if not figures["max_rel_error"] <= ONNX_VERIFY_TOLERANCE:
+                raise UserError(f"{args.output}: onnxruntime differs from PyTorch ({line}; "
+                                f"tolerance {ONNX_VERIFY_TOLERANCE:g})")
+            print(f"verify (onnxruntime vs PyTorch): {line}")
+        return 0
     info = export(model, args.output, example,
                   metadata={"checkpoint": Path(args.checkpoint).name})
     report = verify(model, args.output, example) if args.verify else None
@@ -281,9 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override the epoch budget")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("export", help="write a bit-packed .bdn file for the CPU runtime")
+    p = sub.add_parser("export", help="write a bit-packed .bdn file for the CPU runtime (or ONNX)")
     p.add_argument("checkpoint")
     p.add_argument("-o", "--output", required=True)
+    p.add_argument("--format", choices=["bdn", "onnx"], default="bdn",
+                   help="bdn: packed file for bidense.runtime (fast); onnx: the float graph for "
+                   "any ONNX runtime (no speed-up)")
     p.add_argument("--verify", action="store_true",
                    help="compare the runtime with PyTorch on realistic inputs; exit 2 when the "
                    "report is not ok")

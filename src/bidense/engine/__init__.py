@@ -7,7 +7,7 @@
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint
 from .config import DEFAULTS, ConfigError, load_config
 from .evaluate import evaluate_checkpoint, evaluate_model, resolve_device
-from .loading import load_model
+from .loading import DEFAULT_INPUT_SIZE, load_model, trained_size
 from .predict import predict_files
 from .trainer import train
 
@@ -21,6 +21,8 @@ __all__ = [
     "load_checkpoint",
     "load_config",
     "load_model",
+    "trained_size",
+    "DEFAULT_INPUT_SIZE",
     "predict_files",
     "resolve_device",
     "train",

@@ -12,7 +12,10 @@ from .builders import build_model, config_from_yaml
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import load_config
 
-__all__ = ["load_model"]
+__all__ = ["DEFAULT_INPUT_SIZE", "load_model", "trained_size"]
+
+#: input (H, W) used when a config names no training size
+DEFAULT_INPUT_SIZE: tuple[int, int] = (64, 64)
 
 
 def load_model(
@@ -35,3 +38,17 @@ def load_model(
             f"{str(exc).splitlines()[0]}"
         ) from None
     return model.eval(), cfg, ckpt
+
+
+def trained_size(cfg: dict[str, Any]) -> tuple[tuple[int, int], str]:
+    """The (H, W) a checkpoint's model was trained at and the config key it comes from: the
+    training crop (``data.crop_size``), else the training dataset's own ``size`` option
+    (``data.train_kwargs``, then ``data.kwargs``: the synthetic scenes), else
+    :data:`DEFAULT_INPUT_SIZE` (``"default"``). Export and serve both use it."""
+    data = cfg.get("data") or {}
+    for key, size in (("data.crop_size", data.get("crop_size")),
+                      ("data.train_kwargs.size", (data.get("train_kwargs") or {}).get("size")),
+                      ("data.kwargs.size", (data.get("kwargs") or {}).get("size"))):
+        if size:
+            return (int(size[0]), int(size[1])), key
+    return DEFAULT_INPUT_SIZE, "default"

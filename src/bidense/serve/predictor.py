@@ -28,7 +28,7 @@ from .. import tasks
 from ..data import ADE20K_CLASSES, DATASETS, OBJECT_CLASSES, ROAD_CLASSES, render_scene
 from ..data.registry import canonical_name
 from ..data.transforms import Normalize
-from ..engine import load_model
+from ..engine import DEFAULT_INPUT_SIZE, load_model, trained_size
 from ..engine import visualize as V
 from ..export import export
 from ..runtime import Runtime
@@ -36,9 +36,6 @@ from ..runtime import Runtime
 __all__ = ["DEFAULT_INPUT_SIZE", "Prediction", "Predictor", "class_names", "input_size",
            "png_bytes"]
 
-#: the input (H, W) when a config names neither ``data.crop_size`` nor a dataset ``size``
-#: (the default of ``bidense export``)
-DEFAULT_INPUT_SIZE = (64, 64)
 #: synthetic scenes offered as samples on the page, per scene kind
 NUM_SAMPLES = 4
 #: tick count of the depth / probability scale bar, and colour stops of its gradient
@@ -47,12 +44,8 @@ _SCALE_STOPS = 32
 
 
 def input_size(cfg: dict[str, Any]) -> tuple[int, int]:
-    """The (H, W) a checkpoint's model was trained at: ``data.crop_size``, else the dataset's
-    ``size`` option (``data.val_kwargs``, then ``data.kwargs``), else :data:`DEFAULT_INPUT_SIZE`."""
-    data = cfg.get("data") or {}
-    size = (data.get("crop_size") or (data.get("val_kwargs") or {}).get("size")
-            or (data.get("kwargs") or {}).get("size") or DEFAULT_INPUT_SIZE)
-    return int(size[0]), int(size[1])
+    """The (H, W) a checkpoint's model was trained at (:func:`bidense.engine.trained_size`)."""
+    return trained_size(cfg)[0]
 
 
 def class_names(cfg: dict[str, Any], num_classes: int) -> list[str]:
