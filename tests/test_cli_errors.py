@@ -149,7 +149,7 @@ def test_export_verify_passes_on_an_exact_export(files, tmp_path, capsys):
     assert "verify ok" in capsys.readouterr().out
 
 
-# -- export --format onnx ---------------------------------------------------------------------------
+# -- export --format onnx ----------------------------------------------------------------------
 def test_export_onnx_runs_in_onnxruntime_and_verifies(files, tmp_path, capsys):
     import onnxruntime as ort
 
