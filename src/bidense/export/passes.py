@@ -110,20 +110,4 @@ def drop_identities(nodes: list[Node], outputs: list[str]) -> tuple[list[Node], 
 
 def used_constants(nodes: list[Node]) -> set[str]:
     """Names of the graph constants ``{"c": name}`` the nodes refer to."""
-    found: set[str] = set()
-
-    def walk(o: Any) -> None:
-        if isinstance(o, dict):
-            if "c" in o and len(o) == 1:
-                found.add(o["c"])
-            else:
-                for v in o.values():
-                    walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
-
-    for n in nodes:
-        walk(n["args"])
-        walk(n["kwargs"])
-    return found
+    return {name for n in nodes for name in node_refs(n, key="c")}

@@ -265,14 +265,15 @@ def check_graph(graph: Any, tensors: dict[str, np.ndarray]) -> None:
              f"graph outputs {outs!r} are not all written by the nodes")
 
 
-def node_refs(n: dict[str, Any]) -> list[str]:
-    """Names of the tensors a graph node reads (``{"t": name}`` references in its arguments)."""
+def node_refs(n: dict[str, Any], key: str = "t") -> list[str]:
+    """Names a graph node refers to in its arguments: tensors (``{"t": name}``, the default)
+    or graph constants (``key="c"``: ``{"c": name}``)."""
     found: list[str] = []
 
     def walk(o: Any) -> None:
         if isinstance(o, dict):
-            if "t" in o and len(o) == 1:
-                found.append(o["t"])
+            if key in o and len(o) == 1:
+                found.append(o[key])
             else:
                 for v in o.values():
                     walk(v)
