@@ -43,7 +43,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,20 +235,26 @@ def why_pending(variant: Variant, task: str) -> str | None:
     return _BUILDABLE[key]
 
 
-def plan(suites: Iterable[str], task_filter: Sequence[str] | None,
-         method_filter: Sequence[str] | None, seeds: Sequence[int]) -> list[RunSpec]:
-    """Every run of ``suites`` restricted to the tasks and methods asked for."""
-    specs = []
+def selected(suites: Iterable[str], task_filter: Sequence[str] | None,
+             method_filter: Sequence[str] | None) -> Iterator[tuple[str, str, Variant, str]]:
+    """``(suite, group, variant, task)`` of ``suites`` restricted to the tasks and methods asked
+    for, in table order."""
     for suite in suites:
         for group, variants in SUITES[suite].items():
             for variant in variants:
                 if method_filter and variant.method not in method_filter:
                     continue
                 for task in variant.tasks:
-                    if task_filter and task not in task_filter:
-                        continue
-                    specs += [RunSpec(suite, group, variant, task, s) for s in seeds]
-    return specs
+                    if not task_filter or task in task_filter:
+                        yield suite, group, variant, task
+
+
+def plan(suites: Iterable[str], task_filter: Sequence[str] | None,
+         method_filter: Sequence[str] | None, seeds: Sequence[int]) -> list[RunSpec]:
+    """Every run of ``suites`` restricted to the tasks and methods asked for."""
+    return [RunSpec(suite, group, variant, task, s)
+            for suite, group, variant, task in selected(suites, task_filter, method_filter)
+            for s in seeds]
 
 
 def estimate_seconds(variant: Variant, task: str, budget: Budget) -> float:
@@ -399,30 +405,23 @@ def summarize_runs(out: Path, suites: Sequence[str], task_filter: Sequence[str] 
                    method_filter: Sequence[str] | None) -> dict[str, Any]:
     """Aggregate every finished run of ``suites``; write summary.json, summary.md and the PNGs."""
     rows, costs, models = [], {}, {}
-    for suite in suites:
-        for group, variants in SUITES[suite].items():
-            for variant in variants:
-                if method_filter and variant.method not in method_filter:
-                    continue
-                for task in variant.tasks:
-                    if task_filter and task not in task_filter:
-                        continue
-                    pending = why_pending(variant, task)
-                    results = [] if pending else finished_results(out, task, variant)
-                    row: dict[str, Any] = {
-                        "suite": suite, "group": group, "label": variant.label, "task": task,
-                        "variant": variant.slug, "seeds": [r["seed"] for r in results],
-                        "metrics": aggregate(results), "pending": pending,
-                    }
-                    key = (task, variant.slug)
-                    if results and key not in costs:
-                        ckpt = out / "runs" / task / variant.slug / f"seed{results[0]['seed']}"
-                        model, cfg, _ = load_model(ckpt / "last.pt")
-                        models[key] = (model, cfg)
-                        costs[key] = deployment_cost(model, results[0]["size"],
-                                                     out / "exports" / task / f"{variant.slug}.bdn")
-                    row["cost"] = costs.get(key)
-                    rows.append(row)
+    for suite, group, variant, task in selected(suites, task_filter, method_filter):
+        pending = why_pending(variant, task)
+        results = [] if pending else finished_results(out, task, variant)
+        row: dict[str, Any] = {
+            "suite": suite, "group": group, "label": variant.label, "task": task,
+            "variant": variant.slug, "seeds": [r["seed"] for r in results],
+            "metrics": aggregate(results), "pending": pending,
+        }
+        key = (task, variant.slug)
+        if results and key not in costs:
+            ckpt = out / "runs" / task / variant.slug / f"seed{results[0]['seed']}"
+            model, cfg, _ = load_model(ckpt / "last.pt")
+            models[key] = (model, cfg)
+            costs[key] = deployment_cost(model, results[0]["size"],
+                                         out / "exports" / task / f"{variant.slug}.bdn")
+        row["cost"] = costs.get(key)
+        rows.append(row)
     budgets = {json.dumps(r["budget"], sort_keys=True)
                for p in (out / "runs").glob("*/*/seed*/result.json")
                for r in [json.loads(p.read_text())]}
