@@ -24,6 +24,7 @@ from bidense.nn import BiDenseConv2d, BiDenseDown, BiDenseTransition, BiDenseUp
 from bidense.nn.bidense import _BiDenseBlock, _Resample
 from bidense.nn.binary import BinaryConv2d, BinaryConvTranspose2d
 from bidense.runtime import Runtime
+from helpers import randomize_bn
 
 CFB_ALONE, DAB_ALONE = "bidense_no_dab", "bidense_no_cfb"
 #: (model, input size): the ConvNeXt UperNet and the DPT on the BiViT-style ViT
@@ -73,17 +74,6 @@ def _fingerprint(name: str, size: int) -> tuple[str, float, float]:
     with torch.no_grad():
         y = model(x).double()
     return digest.hexdigest(), float(y.sum()), float(y.abs().sum())
-
-
-def _randomize_bn(model: nn.Module) -> None:
-    # explicit non-trivial statistics (a few train-mode forwards leave degenerate ones)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.05)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
 
 
 # ------------------------------------------------------------------------------ the specs
@@ -180,7 +170,7 @@ def test_trains_one_step(name, size, method):
 @pytest.mark.parametrize("name,size", ARCHS)
 def test_exports_and_runs(tmp_path, name, size, method):
     model = _build(name, method)
-    _randomize_bn(model)
+    randomize_bn(model)
     model.eval()
     torch.manual_seed(1)
     x = torch.randn(1, 3, size, size)

@@ -19,6 +19,7 @@ from bidense.models import create_model, list_models
 from bidense.models.methods import METHODS
 from bidense.nn import BiDenseConv2d, BinaryConv2d
 from bidense.runtime.runner import Runtime, RuntimeInputError
+from helpers import randomize_bn
 
 TOL = 1e-4
 # signs that may flip inherently (a value within float rounding of its threshold) with the
@@ -29,22 +30,10 @@ TOL = 1e-4
 MAX_FLIPS = 1
 
 
-def _randomize_bn(model: nn.Module) -> None:
-    # non-trivial BN statistics; explicit random values rather than a few train-mode forwards,
-    # which leave degenerate statistics (exact cancellations around 0 that float rounding decides)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.05)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-
-
 def _check_model(tmp_path: Path, name: str, method: str, size: int, seed: int = 0):
     torch.manual_seed(seed)
     model = create_model(name, task="seg", num_classes=3, method=method)
-    _randomize_bn(model)
+    randomize_bn(model)
     model.eval()
     x = torch.randn(1, 3, size, size)
     path = tmp_path / f"{name}_{method}_{size}.bdn"
@@ -123,7 +112,7 @@ def test_dab_paths(tmp_path, scale):
             m.k.normal_(0, 0.5)
             m.b.normal_(0, 0.2)
     model = nn.Sequential(block, dw)
-    _randomize_bn(model)
+    randomize_bn(model)
     model.eval()
     x = torch.randn(2, 70, 9, 9)
     export(model, tmp_path / "d.bdn", x)
@@ -243,7 +232,7 @@ def test_backend_argument_gives_the_same_output(tmp_path):
 def test_runtime_imports_no_torch(tmp_path):
     torch.manual_seed(0)
     model = create_model("upernet_convnext_atto", task="seg", num_classes=2, method="bidense")
-    _randomize_bn(model)
+    randomize_bn(model)
     model.eval()
     x = torch.randn(1, 3, 32, 32)
     path = tmp_path / "nt.bdn"

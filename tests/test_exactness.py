@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from bidense.data.synthetic import generate_scenes
 from bidense.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -35,6 +34,7 @@ from bidense.export.verification import forced_comparison, realistic_inputs
 from bidense.models import create_model, list_models
 from bidense.models.methods import METHODS
 from bidense.runtime import Runtime
+from helpers import randomize_bn
 
 TOL = 1e-4
 LOCAL_TOL = 1e-4
@@ -65,16 +65,6 @@ def _size(name: str) -> int:
     return 56 if name.startswith("dpt") else 32
 
 
-def _randomize_bn(model: nn.Module) -> None:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.05)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-
-
 @pytest.fixture(scope="module")
 def scenes():
     return {s: generate_scenes(1, size=(s, s), seed=0)["image"] for s in (32, 56)}
@@ -92,7 +82,7 @@ def test_exact_in_every_state(tmp_path, scenes, name, method, state):
     torch.set_num_threads(1)
     model = create_model(name, task="seg", num_classes=5, method=method)
     if state == "random_bn":
-        _randomize_bn(model)
+        randomize_bn(model)
     model.eval()
     size = _size(name)
     x = torch.randn(1, 3, size, size)

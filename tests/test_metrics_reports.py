@@ -19,20 +19,7 @@ from bidense.data.synthetic import OBJECT_CLASSES
 from bidense.engine.config import load_config
 from bidense.engine.trainer import train
 from bidense.engine.visualize import confusion_picture
-
-TINY_SEG = [
-    "name=tiny",
-    "device=cpu",
-    "model.name=upernet_convnext_micro",
-    "model.method=bidense",
-    "data.dataset=synthetic",
-    "data.batch_size=4",
-    "data.kwargs={size: [32, 32]}",
-    "data.train_kwargs={num_images: 8}",
-    "data.val_kwargs={num_images: 4}",
-    "train.epochs=1",
-    "train.progress=off",
-]
+from helpers import TINY_SEG
 
 
 @pytest.fixture(scope="module")

@@ -21,20 +21,7 @@ from bidense.engine import checkpoint, trainer
 from bidense.engine.builders import build_model
 from bidense.engine.checkpoint import CheckpointError, load_checkpoint
 from bidense.engine.config import load_config
-
-TINY = [
-    "name=tiny",
-    "device=cpu",
-    "model.name=upernet_convnext_micro",
-    "model.method=bidense",
-    "data.dataset=synthetic",
-    "data.batch_size=4",
-    "data.kwargs={size: [32, 32]}",
-    "data.train_kwargs={num_images: 8}",
-    "data.val_kwargs={num_images: 4}",
-    "train.epochs=1",
-    "train.progress=off",
-]
+from helpers import TINY_SEG
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +41,7 @@ def tiny_run(tmp_path_factory, cache) -> Path:
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BIDENSE_CACHE", str(cache))
-        trainer.train(load_config(overrides=TINY), run_dir=run_dir, quiet=True)
+        trainer.train(load_config(overrides=TINY_SEG), run_dir=run_dir, quiet=True)
     return run_dir
 
 
@@ -79,7 +66,7 @@ def _one_error_line(capsys) -> str:
 def test_wrong_config_types_are_one_line_naming_key_value_and_type(
     override, expected, tmp_path, capsys
 ):
-    code = cli_main(["train", "synthetic_seg_bidense", *TINY, override,
+    code = cli_main(["train", "synthetic_seg_bidense", *TINY_SEG, override,
                      "--run-dir", str(tmp_path / "run")])
     assert code == 2
     assert expected in _one_error_line(capsys)
@@ -165,7 +152,7 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, ca
 
     monkeypatch.setattr(checkpoint, "atomic_open", filling_disk)
     run = tmp_path / "run"
-    overrides = [*TINY, "train.epochs=2", "train.scheduler=constant"]
+    overrides = [*TINY_SEG, "train.epochs=2", "train.scheduler=constant"]
     code = cli_main(["train", "synthetic_seg_bidense", *overrides, "--run-dir", str(run)])
     assert code == 2
     line = _one_error_line(capsys)
@@ -175,7 +162,7 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, ca
 
 
 def test_free_space_check_counts_the_temp_copy_of_an_atomic_write(tmp_path, monkeypatch):
-    cfg = load_config(overrides=TINY)
+    cfg = load_config(overrides=TINY_SEG)
     model = build_model(cfg, len(OBJECT_CLASSES))
     one_checkpoint = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
 
@@ -192,7 +179,7 @@ def test_free_space_check_counts_the_temp_copy_of_an_atomic_write(tmp_path, monk
 def test_only_rank_0_prints_the_run_directory(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(dist_utils, "rank", lambda: 1)
     monkeypatch.setattr(dist_utils, "world_size", lambda: 2)
-    assert cli_main(["train", "synthetic_seg_bidense", *TINY, "--quiet",
+    assert cli_main(["train", "synthetic_seg_bidense", *TINY_SEG, "--quiet",
                      "--run-dir", str(tmp_path / "run")]) == 0
     assert "run directory" not in capsys.readouterr().out
 
@@ -205,7 +192,7 @@ def test_resume_removes_orphaned_temp_files_only(tiny_run, tmp_path):
     others = [run / "notes.tmp", run / ".last.pt.tmp", run / "last.pt.ab3_x9z1.tmp"]
     for path in orphans + others:
         path.write_bytes(b"half")
-    trainer.train(load_config(overrides=TINY), resume=run, quiet=True)
+    trainer.train(load_config(overrides=TINY_SEG), resume=run, quiet=True)
     assert not any(p.exists() for p in orphans)
     assert all(p.exists() for p in others)
 
@@ -258,7 +245,7 @@ def test_demo_quick_writes_its_report(tmp_path, capsys):
 
 
 def test_training_learns_beyond_the_majority_class(tmp_path):
-    overrides = [*TINY, "model.method=fp32", "data.batch_size=8", "train.epochs=6",
+    overrides = [*TINY_SEG, "model.method=fp32", "data.batch_size=8", "train.epochs=6",
                  "train.lr=0.005", "data.train_kwargs={num_images: 32}",
                  "data.val_kwargs={num_images: 8}", "train.scheduler=constant"]
     cfg = load_config(overrides=overrides)
@@ -282,7 +269,7 @@ def test_gradient_accumulation_equals_the_large_batch(tmp_path, monkeypatch):
     # a model without batch statistics, so two half batches see what one full batch sees
     monkeypatch.setattr(trainer, "build_model",
                         lambda cfg, n: torch.nn.Conv2d(3, n, 3, padding=1))
-    base = [*TINY, "train.scheduler=constant"]
+    base = [*TINY_SEG, "train.scheduler=constant"]
     for extra in (["data.batch_size=8"], ["data.batch_size=4", "train.effective_batch_size=8"]):
         t = trainer.Trainer(load_config(overrides=base + extra), run_dir=tmp_path / extra[-1],
                             quiet=True)
@@ -297,7 +284,7 @@ def test_best_checkpoint_follows_the_headline_metric(tmp_path, monkeypatch):
     scores = iter([0.2, 0.5, 0.3])
     monkeypatch.setattr(trainer.Trainer, "evaluate", lambda self: {"mIoU": next(scores)})
     run = tmp_path / "run"
-    result = trainer.train(load_config(overrides=[*TINY, "train.epochs=3"]), run_dir=run,
+    result = trainer.train(load_config(overrides=[*TINY_SEG, "train.epochs=3"]), run_dir=run,
                            quiet=True)
     assert result["best"] == 0.5
     assert load_checkpoint(run / "best.pt")["epoch"] == 2
@@ -307,7 +294,7 @@ def test_best_checkpoint_follows_the_headline_metric(tmp_path, monkeypatch):
 def test_nan_loss_is_the_documented_one_line_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(trainer, "build_loss_fn",
                         lambda cfg, n: lambda out, target: out.sum() * float("nan"))
-    code = cli_main(["train", "synthetic_seg_bidense", *TINY, "--run-dir", str(tmp_path / "r")])
+    code = cli_main(["train", "synthetic_seg_bidense", *TINY_SEG, "--run-dir", str(tmp_path / "r")])
     assert code == 2
     assert "loss became nan at epoch 1 step 0" in _one_error_line(capsys)
     assert not (tmp_path / "r" / "last.pt").exists()
