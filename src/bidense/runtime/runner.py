@@ -52,16 +52,6 @@ _NODE_FAILURES = (KeyError, IndexError, TypeError, ValueError, AttributeError, A
                   MemoryError)
 #: the most elements an intermediate of a propagated shape may have (4 GiB of float32)
 _MAX_ELEMENTS = 1 << 30
-#: functions whose output has the shape of their first argument
-_SAME_SHAPE = frozenset({
-    "relu", "relu_", "gelu", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "exp_", "abs",
-    "abs_", "neg", "__neg__", "sqrt", "square", "sign", "hardtanh", "hardtanh_", "clamp",
-    "clamp_", "clip", "contiguous", "detach", "clone", "dropout", "float", "to"})
-#: elementwise functions of two operands: the broadcast shape of their tensor arguments
-_BROADCAST = frozenset({
-    "add", "add_", "__add__", "__radd__", "__iadd__", "sub", "sub_", "__sub__", "__rsub__",
-    "__isub__", "rsub", "mul", "mul_", "__mul__", "__rmul__", "__imul__", "div", "div_",
-    "true_divide", "__truediv__", "__rtruediv__", "__div__"})
 _NONFINITE = ("refuse", "mask")
 
 
@@ -187,11 +177,13 @@ class Runtime:
         shapes: dict[str, tuple[int, ...]] = {self.graph["input"]["name"]: self.input_shape}
         for i, n in enumerate(self._nodes):
             refs = [shapes.get(r) for r in node_refs(n)]
+            entry = FUNCTIONS.get(n["op"])
+            rule = entry.shape if entry is not None else None
             if n["op"] == "module":
                 out = self._module_shape(i, refs[0])
-            elif n["op"] in _SAME_SHAPE and n["args"] and _ref(n["args"][0]):
+            elif rule == "same" and n["args"] and _ref(n["args"][0]):
                 out = shapes.get(_ref(n["args"][0]))
-            elif n["op"] in _BROADCAST and refs and None not in refs:
+            elif rule == "broadcast" and refs and None not in refs:
                 consts = [self._tensors[f"const/{a['c']}"].shape for a in n["args"]
                           if isinstance(a, dict) and set(a) == {"c"}]
                 try:

@@ -38,10 +38,13 @@ __all__ = ["FUNCTIONS", "Function"]
 @dataclass(frozen=True)
 class Function:
     """One function entry: ``fn(*args, **kwargs)``, or ``fn(ctx, *args, **kwargs)`` when
-    ``takes_context``."""
+    ``takes_context``. ``shape`` says how the load-time check propagates shapes through it:
+    ``"same"`` (the shape of its first tensor argument), ``"broadcast"`` (the broadcast shape of
+    its tensor arguments) or ``None`` (checked only when the graph runs)."""
 
     fn: Callable[..., Any]
     takes_context: bool = False
+    shape: str | None = None
 
     def __call__(self, ctx: RunContext, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if self.takes_context:
@@ -202,8 +205,24 @@ _WITH_CONTEXT: dict[str, Callable[..., Any]] = {
     "interpolate": _interpolate, "cfb_add": _cfb_add, "cfb_add_fn": _cfb_add_fn, "cfb": _cfb_fn,
 }
 
+#: elementwise functions of one tensor: the output has the input's shape
+_SAME_SHAPE = frozenset({
+    "relu", "relu_", "gelu", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "exp_", "abs",
+    "abs_", "neg", "__neg__", "sqrt", "square", "sign", "hardtanh", "hardtanh_", "clamp",
+    "clamp_", "clip", "contiguous", "detach", "clone", "dropout", "float", "to"})
+#: elementwise functions of two operands: the broadcast shape of their tensor arguments
+_BROADCAST = frozenset({
+    "add", "add_", "__add__", "__radd__", "__iadd__", "sub", "sub_", "__sub__", "__rsub__",
+    "__isub__", "rsub", "mul", "mul_", "__mul__", "__rmul__", "__imul__", "div", "div_",
+    "true_divide", "__truediv__", "__rtruediv__", "__div__"})
+
+
+def _shape_rule(name: str) -> str | None:
+    return "same" if name in _SAME_SHAPE else "broadcast" if name in _BROADCAST else None
+
+
 #: Function name (as written in ``.bdn`` graphs) -> entry.
 FUNCTIONS: dict[str, Function] = {
-    **{name: Function(fn) for name, fn in _NUMPY.items()},
+    **{name: Function(fn, shape=_shape_rule(name)) for name, fn in _NUMPY.items()},
     **{name: Function(fn, takes_context=True) for name, fn in _WITH_CONTEXT.items()},
 }
